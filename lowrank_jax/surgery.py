@@ -1,0 +1,234 @@
+"""Model surgery: LoRA, adapters and SVD factorization applied to any built NNX model.
+
+In the spirit of Penzai's ``loraify_linears_in_selection``: a function takes a
+built model (one from ``build_encoder``, a loaded pretrained one, or any NNX
+module tree), replaces the selected layers in place and returns the model.
+
+Layers are selected by a regular expression that must match their whole
+attribute path, written with dots: ``r"layers\\.\\d+\\.attention\\.(query|value)"``
+selects ``model.layers[3].attention.query``. A pattern that selects nothing
+raises ``ValueError`` listing the paths that could have been selected.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+
+import jax
+import numpy as np
+from flax import nnx
+
+from lowrank_jax.layers import Adapter, AdapterParam, FactorizedDense, LoRA, WithAdapter
+from lowrank_jax.layers.common import kernel_axes_of
+
+Path = tuple[str | int, ...]
+DENSE_TYPES = (nnx.Linear, FactorizedDense)
+
+
+def dotted(path: Path) -> str:
+    """``("layers", 0, "query") -> "layers.0.query"``."""
+    return ".".join(str(key) for key in path)
+
+
+def _modules(model: nnx.Module) -> Iterator[tuple[Path, nnx.Module]]:
+    for path, module in nnx.iter_modules(model):
+        if path:
+            yield tuple(path), module
+
+
+def _select(
+    model: nnx.Module,
+    targets: str,
+    eligible: Callable[[nnx.Module], bool],
+    what: str,
+    wrapper: type[nnx.Module],
+    inner: str,
+) -> list[tuple[Path, nnx.Module]]:
+    """The eligible modules whose dotted path fully matches ``targets``.
+
+    Raises if a match is already wrapped by ``wrapper`` (or is the ``inner``
+    layer of one), or if nothing matches.
+    """
+    try:
+        pattern = re.compile(targets)
+    except re.error as e:
+        raise ValueError(f"targets {targets!r} is not a valid regular expression: {e}") from None
+    modules = list(_modules(model))
+    wrapped = {path for path, m in modules if isinstance(m, wrapper)}
+    for path, _ in modules:
+        name = dotted(path)
+        if pattern.fullmatch(name) and (path in wrapped or path[:-1] in wrapped):
+            at = name if path in wrapped else dotted(path[:-1])
+            raise ValueError(f"{at} already has {wrapper.__name__}; apply it once per layer")
+    candidates = [
+        (path, m)
+        for path, m in modules
+        if eligible(m) and path[:-1] not in wrapped and not (path and path[-1] == inner)
+    ]
+    selected = [(path, m) for path, m in candidates if pattern.fullmatch(dotted(path))]
+    if not selected:
+        listing = ", ".join(dotted(p) for p, _ in candidates) or "(none)"
+        raise ValueError(f"targets {targets!r} match no {what}; the {what} here are: {listing}")
+    return selected
+
+
+def _replace(model: nnx.Module, path: Path, new: nnx.Module) -> None:
+    parent = model
+    for key in path[:-1]:
+        parent = parent[key] if isinstance(key, int) else getattr(parent, key)
+    if isinstance(path[-1], int):
+        parent[path[-1]] = new
+    else:
+        setattr(parent, path[-1], new)
+
+
+def apply_lora(
+    model: nnx.Module,
+    targets: str,
+    rank: int,
+    *,
+    alpha: float | None = None,
+    dropout: float = 0.0,
+    rslora: bool = False,
+    rngs: nnx.Rngs,
+) -> nnx.Module:
+    """Wrap every selected dense layer (``nnx.Linear``, ``FactorizedDense``) in ``LoRA``.
+
+    The model's outputs are unchanged (B starts at zero). Applying LoRA twice to
+    a layer raises ``ValueError``. Returns ``model``, changed in place.
+
+    Example:
+      >>> from flax import nnx
+      >>> model = nnx.Sequential(nnx.Linear(8, 8, rngs=nnx.Rngs(0)), nnx.relu,
+      ...                        nnx.Linear(8, 2, rngs=nnx.Rngs(1)))
+      >>> model = apply_lora(model, r"layers\\.0", rank=2, rngs=nnx.Rngs(2))
+      >>> count_params(model)
+      {'total': 122, 'trainable': 32, 'lora': 32}
+    """
+    for path, layer in _select(model, targets, _is_dense, "dense layers", LoRA, "base"):
+        lora = LoRA(layer, rank, alpha=alpha, dropout=dropout, rslora=rslora, rngs=rngs)
+        _replace(model, path, lora)
+    return model
+
+
+def add_adapters(
+    model: nnx.Module,
+    targets: str,
+    bottleneck: int,
+    *,
+    activation: Callable[[jax.Array], jax.Array] = nnx.gelu,
+    rngs: nnx.Rngs,
+) -> nnx.Module:
+    """Follow every selected layer by a bottleneck ``Adapter`` on its output.
+
+    A layer is eligible if it reports ``out_features`` (any dense kind, or a
+    LoRA-wrapped one). Houlsby et al. place adapters after the attention output
+    projection and after the FFN's second dense. Returns ``model``, changed in place.
+    """
+
+    def eligible(m: nnx.Module) -> bool:
+        return isinstance(getattr(m, "out_features", None), int) and not isinstance(m, WithAdapter)
+
+    for path, layer in _select(model, targets, eligible, "layers with out_features", WithAdapter, "layer"):
+        out_axis = kernel_axes_of(layer)[1]
+        adapter = Adapter(layer.out_features, bottleneck, activation=activation, axis=out_axis, rngs=rngs)
+        _replace(model, path, WithAdapter(layer, adapter))
+    return model
+
+
+def factorize(
+    model: nnx.Module,
+    targets: str,
+    *,
+    rank: int | None = None,
+    energy: float | None = None,
+) -> nnx.Module:
+    """Replace every selected ``nnx.Linear`` by an SVD-initialised ``FactorizedDense``.
+
+    Give exactly one of ``rank`` and ``energy`` (see ``FactorizedDense.from_dense``).
+    With ``energy`` each layer gets its own rank. Returns ``model``, changed in place.
+    """
+
+    def eligible(m: nnx.Module) -> bool:
+        return isinstance(m, nnx.Linear)
+
+    for path, layer in _select(model, targets, eligible, "nnx.Linear layers", LoRA, "base"):
+        bias = layer.bias[...] if layer.bias is not None else None
+        new = FactorizedDense.from_dense(
+            layer.kernel[...],
+            bias,
+            rank=rank,
+            energy=energy,
+            dtype=layer.dtype,
+            kernel_axes=kernel_axes_of(layer),
+        )
+        _replace(model, path, new)
+    return model
+
+
+def merge_lora(model: nnx.Module) -> nnx.Module:
+    """Fold every LoRA update into its base and put the base back in its place.
+
+    The model computes the same function, now at the base layers' cost, and has
+    no LoRA parameters left. Returns ``model``, changed in place.
+    """
+    for path, lora in [(p, m) for p, m in _modules(model) if isinstance(m, LoRA)]:
+        lora.merge()
+        _replace(model, path, lora.base)
+    return model
+
+
+def _is_dense(m: nnx.Module) -> bool:
+    return isinstance(m, DENSE_TYPES)
+
+
+# --------------------------------------------------------------------------- #
+# Which parameters train
+
+
+def trainable_filter(model: nnx.Module, spec: str = "auto") -> nnx.filterlib.Filter:
+    """An NNX filter for the parameters that train, from a spec string.
+
+    - ``"all"``: every ``nnx.Param``;
+    - ``"lora"``: ``nnx.LoRAParam`` only; ``"adapters"``: ``AdapterParam`` only;
+    - ``"auto"``: the LoRA and adapter parameters if the model has any (the base
+      is frozen after surgery, as with peft), else every parameter;
+    - anything else: a regex that must match a parameter's whole dotted path,
+      e.g. ``r".*lora_[ab]|head\\..*"`` for LoRA plus a classification head.
+    """
+    if spec == "all":
+        return nnx.Param
+    if spec == "lora":
+        return nnx.LoRAParam
+    if spec == "adapters":
+        return AdapterParam
+    if spec == "auto":
+        efficient = nnx.Any(nnx.LoRAParam, AdapterParam)
+        return efficient if _count(model, efficient) else nnx.Param
+    try:
+        pattern = re.compile(spec)
+    except re.error as e:
+        raise ValueError(
+            f"trainable must be all, lora, adapters, auto or a regex; {spec!r} is not a valid regex: {e}"
+        ) from None
+    return nnx.All(nnx.Param, lambda path, _: bool(pattern.fullmatch(dotted(path))))
+
+
+def _count(model: nnx.Module, filter_: nnx.filterlib.Filter) -> int:
+    state = nnx.state(model, filter_)
+    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(state)))
+
+
+def count_params(model: nnx.Module, trainable: str = "auto") -> dict[str, int]:
+    """Parameter counts: ``{"total", "trainable", "lora"}``.
+
+    ``total`` counts every ``nnx.Param`` (LoRA and adapter parameters included),
+    ``trainable`` those selected by ``trainable_filter(model, trainable)``,
+    ``lora`` the ``nnx.LoRAParam`` ones.
+    """
+    return {
+        "total": _count(model, nnx.Param),
+        "trainable": _count(model, trainable_filter(model, trainable)),
+        "lora": _count(model, nnx.LoRAParam),
+    }

@@ -1,0 +1,103 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from lowrank_jax.layers import FactorizedDense, macs_per_token, rank_for_energy
+
+
+def _with_spectrum(s, rows, cols, seed=0):
+    """A [rows, cols] matrix whose singular values are exactly ``s``."""
+    rng = np.random.default_rng(seed)
+    u, _ = np.linalg.qr(rng.normal(size=(rows, len(s))))
+    v, _ = np.linalg.qr(rng.normal(size=(cols, len(s))))
+    return ((u * np.asarray(s)) @ v.T).astype(np.float32)
+
+
+def test_shapes_and_bias():
+    layer = FactorizedDense(16, 24, rank=2, rngs=nnx.Rngs(0))
+    assert layer.a.shape == (16, 2) and layer.b.shape == (2, 24) and layer.bias.shape == (24,)
+    assert layer(jnp.ones((2, 8, 16))).shape == (2, 8, 24)
+    assert FactorizedDense(16, 24, rank=2, use_bias=False, rngs=nnx.Rngs(0)).bias is None
+
+
+def test_forward_is_x_a_b_plus_bias():
+    layer = FactorizedDense(16, 24, rank=3, rngs=nnx.Rngs(0))
+    layer.bias[...] = jnp.arange(24.0)
+    x = jax.random.normal(jax.random.key(1), (4, 16))
+    expected = x @ np.asarray(layer.a[...]) @ np.asarray(layer.b[...]) + np.arange(24.0)
+    np.testing.assert_allclose(layer(x), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("rank", [1, 8, 64])
+def test_init_output_variance_matches_dense(rank):
+    x = jax.random.normal(jax.random.key(0), (1024, 512))
+    dense_var = float(jnp.var(nnx.Linear(512, 512, rngs=nnx.Rngs(1))(x)))
+    factorized_var = float(jnp.var(FactorizedDense(512, 512, rank, rngs=nnx.Rngs(2))(x)))
+    assert dense_var == pytest.approx(1.0, rel=0.1)
+    assert factorized_var == pytest.approx(dense_var, rel=0.2)
+
+
+def test_from_dense_reproduces_exact_rank_r_matrix():
+    kernel = _with_spectrum([3.0, 2.0, 1.0], 24, 40)
+    bias = np.linspace(-1, 1, 40).astype(np.float32)
+    layer = FactorizedDense.from_dense(kernel, bias, rank=3)
+    assert layer.rank == 3
+    np.testing.assert_allclose(layer.dense_kernel(), kernel, atol=1e-5)
+    x = np.random.default_rng(1).normal(size=(5, 24)).astype(np.float32)
+    np.testing.assert_allclose(layer(x), x @ kernel + bias, atol=1e-5)
+
+
+@pytest.mark.parametrize("rank", [1, 4, 10])
+def test_from_dense_is_best_rank_r_approximation(rank):
+    kernel = np.random.default_rng(0).normal(size=(20, 30)).astype(np.float32)
+    s = np.linalg.svd(kernel, compute_uv=False)
+    residual = kernel - np.asarray(FactorizedDense.from_dense(kernel, rank=rank).dense_kernel())
+    # Eckart–Young: Frobenius error² = sum of the dropped s², spectral error = s[R].
+    assert np.sum(residual**2) == pytest.approx(np.sum(s[rank:] ** 2), rel=1e-4)
+    assert np.linalg.norm(residual, 2) == pytest.approx(s[rank], rel=1e-4)
+
+
+@pytest.mark.parametrize(("energy", "rank"), [(0.5, 1), (64 / 85, 1), (0.76, 2), (0.95, 3), (1.0, 4)])
+def test_energy_picks_smallest_rank(energy, rank):
+    # s² = 64, 16, 4, 1 (total 85): cumulative fractions .753, .941, .988, 1.
+    kernel = _with_spectrum([8.0, 4.0, 2.0, 1.0], 12, 10)
+    assert FactorizedDense.from_dense(kernel, energy=energy).rank == rank
+    assert rank_for_energy(np.array([8.0, 4.0, 2.0, 1.0]), energy) == rank
+
+
+@pytest.mark.parametrize("rank", [0, -1, 17, 2.0, True])
+def test_bad_rank_names_valid_range(rank):
+    with pytest.raises(ValueError, match=r"rank must be an integer in \[1, .*\] = \[1, 16\]"):
+        FactorizedDense(16, 24, rank, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match=r"\[1, 16\]"):
+        FactorizedDense.from_dense(np.ones((16, 24), np.float32), rank=rank)
+
+
+def test_rank_and_energy_exactly_one():
+    kernel = np.ones((8, 8), np.float32)
+    for kwargs in ({}, {"rank": 2, "energy": 0.9}):
+        with pytest.raises(ValueError, match=r"exactly one of rank .*\[1, 8\].* and energy"):
+            FactorizedDense.from_dense(kernel, **kwargs)
+    for energy in (0.0, 1.5):
+        with pytest.raises(ValueError, match=r"energy must be in \(0, 1\]"):
+            FactorizedDense.from_dense(kernel, energy=energy)
+
+
+def test_macs_per_token():
+    assert macs_per_token(FactorizedDense(16, 24, rank=2, rngs=nnx.Rngs(0))) == 2 * (16 + 24)
+
+
+def test_logical_axes_on_factors():
+    layer = FactorizedDense(16, 24, rank=2, kernel_axes=("embed", "mlp"), rngs=nnx.Rngs(0))
+    spec = nnx.get_partition_spec(nnx.state(layer))
+    assert tuple(spec["a"].get_value()) == ("embed", "rank")
+    assert tuple(spec["b"].get_value()) == ("rank", "mlp")
+    assert tuple(spec["bias"].get_value()) == ("mlp",)
+
+
+def test_bf16_compute():
+    layer = FactorizedDense(16, 24, rank=2, dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
+    assert layer(jnp.ones((2, 16))).dtype == jnp.bfloat16
+    assert layer.a.dtype == jnp.float32
