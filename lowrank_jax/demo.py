@@ -39,27 +39,33 @@ def _real_kernel() -> tuple[np.ndarray, str]:
         q1, _ = np.linalg.qr(rng.normal(size=(384, 384)))
         q2, _ = np.linalg.qr(rng.normal(size=(1536, 384)))
         s = 1.0 / np.sqrt(np.arange(1, 385))
-        return (q1 * s) @ q2.T, "synthetic 384x1536 kernel, s_i = 1/sqrt(i) (MiniLM package missing)"
+        return (
+            q1 * s
+        ) @ q2.T, "synthetic 384x1536 kernel, s_i = 1/sqrt(i) (MiniLM package missing)"
 
 
-def svd_table(ranks: tuple[int, ...] = (16, 64, 128, 192, 384)) -> None:
+def svd_table(ranks: tuple[int, ...] = (16, 64, 128, 192, 384)) -> list[dict]:
+    """Factorize the kernel at each rank; print and return the rows."""
     kernel, name = _real_kernel()
     s = np.linalg.svd(kernel, compute_uv=False)
     norm = np.linalg.norm(kernel)
     dense_macs = kernel.shape[0] * kernel.shape[1]
     print(f"\n1. Truncated SVD of {name}")
     print(f"{'rank':>6} {'MACs/token':>11} {'vs dense':>9} {'rel. error':>11} {'Eckart-Young':>13}")
+    rows = []
     for rank in ranks:
         layer = FactorizedDense.from_dense(kernel, rank=rank)
         error = np.linalg.norm(np.asarray(layer.dense_kernel()) - kernel) / norm
         bound = np.sqrt((s[rank:] ** 2).sum()) / norm
         macs = macs_per_token(layer)
         print(f"{rank:>6} {macs:>11,} {macs / dense_macs:>8.2f}x {error:>11.4f} {bound:>13.4f}")
+        rows.append({"rank": rank, "macs": macs, "error": float(error), "bound": float(bound)})
     in_f, out_f = kernel.shape
     print(f"break-even rank (fewer MACs than dense below it): {in_f * out_f // (in_f + out_f)}")
     for energy in (0.5, 0.9, 0.99):
         layer = FactorizedDense.from_dense(kernel, energy=energy)
         print(f"energy {energy:.2f} keeps rank {layer.rank}")
+    return rows
 
 
 class _Net(nnx.Module):
@@ -70,12 +76,15 @@ class _Net(nnx.Module):
         return self.hidden(x)
 
 
-def lora_fit(ranks: tuple[int, ...] = (1, 2, 4, 8), steps: int = 300, dim: int = 64) -> None:
+def lora_fit(ranks: tuple[int, ...] = (1, 2, 4, 8), steps: int = 300, dim: int = 64) -> list[dict]:
+    """Fit a rank-4 update with LoRA of each rank; print and return the rows."""
     print(f"\n2. LoRA on a dense {dim}x{dim} layer that must learn a rank-4 update ({steps} steps)")
     key_x, key_u, key_v = jax.random.split(jax.random.key(0), 3)
     x = jax.random.normal(key_x, (512, dim))
     update = jax.random.normal(key_u, (dim, 4)) @ jax.random.normal(key_v, (4, dim)) / dim
-    print(f"{'rank':>6} {'trainable':>10} {'of total':>9} {'final MSE':>10} {'merge diff':>11} {'time':>6}")
+    header = ("rank", 6), ("trainable", 10), ("of total", 9), ("final MSE", 10), ("merge diff", 11)
+    print(" ".join(f"{name:>{width}}" for name, width in header), f"{'time':>6}")
+    rows = []
     for rank in ranks:
         model = _Net(dim, nnx.Rngs(1))
         target = model(x) + x @ update
@@ -87,7 +96,9 @@ def lora_fit(ranks: tuple[int, ...] = (1, 2, 4, 8), steps: int = 300, dim: int =
             def loss_fn(model):
                 return jnp.mean((model(x) - y) ** 2)
 
-            loss, grads = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, nnx.LoRAParam))(model)
+            loss, grads = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, nnx.LoRAParam))(
+                model
+            )
             optimizer.update(model, grads)
             return loss
 
@@ -104,14 +115,13 @@ def lora_fit(ranks: tuple[int, ...] = (1, 2, 4, 8), steps: int = 300, dim: int =
             f"{rank:>6} {counts['trainable']:>10,} {share:>8.1%} {float(loss):>10.2e} "
             f"{diff:>11.1e} {elapsed:>5.1f}s"
         )
+        rows.append({"rank": rank, "loss": float(loss), "merge_diff": diff, **counts})
+    return rows
 
 
-def run(quick: bool = False) -> None:
+def run(quick: bool = False) -> tuple[list[dict], list[dict]]:
     """Print both tables; ``quick`` uses fewer ranks and steps (for tests)."""
     print(f"lowrank_jax demo on {jax.devices()[0].platform}, jax {jax.__version__}")
     if quick:
-        svd_table(ranks=(16, 384))
-        lora_fit(ranks=(1, 4), steps=50, dim=32)
-    else:
-        svd_table()
-        lora_fit()
+        return svd_table(ranks=(16, 384)), lora_fit(ranks=(1, 4), steps=100, dim=32)
+    return svd_table(), lora_fit()

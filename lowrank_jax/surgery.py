@@ -73,6 +73,26 @@ def _select(
     return selected
 
 
+def _swap(
+    model: nnx.Module,
+    selected: list[tuple[Path, nnx.Module]],
+    make: Callable[[nnx.Module], nnx.Module],
+) -> nnx.Module:
+    """Build every replacement first (errors name the layer), then put them in place.
+
+    A bad argument thus leaves the model untouched instead of half changed.
+    """
+    replacements = []
+    for path, layer in selected:
+        try:
+            replacements.append((path, make(layer)))
+        except ValueError as e:
+            raise ValueError(f"{dotted(path)}: {e}") from None
+    for path, new in replacements:
+        _replace(model, path, new)
+    return model
+
+
 def _replace(model: nnx.Module, path: Path, new: nnx.Module) -> None:
     parent = model
     for key in path[:-1]:
@@ -106,10 +126,12 @@ def apply_lora(
       >>> count_params(model)
       {'total': 122, 'trainable': 32, 'lora': 32}
     """
-    for path, layer in _select(model, targets, _is_dense, "dense layers", LoRA, "base"):
-        lora = LoRA(layer, rank, alpha=alpha, dropout=dropout, rslora=rslora, rngs=rngs)
-        _replace(model, path, lora)
-    return model
+    selected = _select(model, targets, _is_dense, "dense layers", LoRA, "base")
+    return _swap(
+        model,
+        selected,
+        lambda layer: LoRA(layer, rank, alpha=alpha, dropout=dropout, rslora=rslora, rngs=rngs),
+    )
 
 
 def add_adapters(
@@ -130,11 +152,15 @@ def add_adapters(
     def eligible(m: nnx.Module) -> bool:
         return isinstance(getattr(m, "out_features", None), int) and not isinstance(m, WithAdapter)
 
-    for path, layer in _select(model, targets, eligible, "layers with out_features", WithAdapter, "layer"):
-        out_axis = kernel_axes_of(layer)[1]
-        adapter = Adapter(layer.out_features, bottleneck, activation=activation, axis=out_axis, rngs=rngs)
-        _replace(model, path, WithAdapter(layer, adapter))
-    return model
+    def wrap(layer: nnx.Module) -> WithAdapter:
+        axis = kernel_axes_of(layer)[1]
+        adapter = Adapter(
+            layer.out_features, bottleneck, activation=activation, axis=axis, rngs=rngs
+        )
+        return WithAdapter(layer, adapter)
+
+    selected = _select(model, targets, eligible, "layers with out_features", WithAdapter, "layer")
+    return _swap(model, selected, wrap)
 
 
 def factorize(
@@ -153,18 +179,18 @@ def factorize(
     def eligible(m: nnx.Module) -> bool:
         return isinstance(m, nnx.Linear)
 
-    for path, layer in _select(model, targets, eligible, "nnx.Linear layers", LoRA, "base"):
-        bias = layer.bias[...] if layer.bias is not None else None
-        new = FactorizedDense.from_dense(
+    def from_dense(layer: nnx.Linear) -> FactorizedDense:
+        return FactorizedDense.from_dense(
             layer.kernel[...],
-            bias,
+            layer.bias[...] if layer.bias is not None else None,
             rank=rank,
             energy=energy,
             dtype=layer.dtype,
             kernel_axes=kernel_axes_of(layer),
         )
-        _replace(model, path, new)
-    return model
+
+    selected = _select(model, targets, eligible, "nnx.Linear layers", LoRA, "base")
+    return _swap(model, selected, from_dense)
 
 
 def merge_lora(model: nnx.Module) -> nnx.Module:
@@ -210,7 +236,8 @@ def trainable_filter(model: nnx.Module, spec: str = "auto") -> nnx.filterlib.Fil
         pattern = re.compile(spec)
     except re.error as e:
         raise ValueError(
-            f"trainable must be all, lora, adapters, auto or a regex; {spec!r} is not a valid regex: {e}"
+            "trainable must be all, lora, adapters, auto or a regex; "
+            f"{spec!r} is not a valid regex: {e}"
         ) from None
     return nnx.All(nnx.Param, lambda path, _: bool(pattern.fullmatch(dotted(path))))
 

@@ -50,7 +50,9 @@ def _dense(in_features, out_features, *, rank, use_bias, kernel_axes, dtype, par
     )
 
 
-def _factorized(in_features, out_features, *, rank, use_bias, kernel_axes, dtype, param_dtype, rngs):
+def _factorized(
+    in_features, out_features, *, rank, use_bias, kernel_axes, dtype, param_dtype, rngs
+):
     if rank is None:
         raise ValueError("dense kind 'factorized' needs a rank (an integer >= 1)")
     return FactorizedDense(

@@ -19,7 +19,7 @@ from flax import nnx
 from jaxtyping import Array, Float
 
 from lowrank_jax.axes import RANK, AxisName
-from lowrank_jax.layers.common import annotated, check_rank
+from lowrank_jax.layers.common import annotated, check_int_range
 
 
 class AdapterParam(nnx.Param):
@@ -55,7 +55,7 @@ class Adapter(nnx.Module):
         param_dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
     ):
-        check_rank(bottleneck, dim, dim, name="bottleneck")
+        check_int_range(bottleneck, dim, name="bottleneck", bound=f"dim = {dim}")
         init = nnx.initializers.lecun_normal()
         self.down = annotated(
             AdapterParam, init(rngs.params(), (dim, bottleneck), param_dtype), (axis, RANK)
@@ -68,7 +68,9 @@ class Adapter(nnx.Module):
         self.bottleneck = bottleneck
 
     def __call__(self, x: Float[Array, "... D"]) -> Float[Array, "... D"]:
-        h = self.activation(x @ self.down[...].astype(x.dtype) + self.down_bias[...].astype(x.dtype))
+        h = self.activation(
+            x @ self.down[...].astype(x.dtype) + self.down_bias[...].astype(x.dtype)
+        )
         return x + h @ self.up[...].astype(x.dtype) + self.up_bias[...].astype(x.dtype)
 
     def macs_per_token(self) -> int:

@@ -10,13 +10,19 @@ from lowrank_jax.axes import AxisName, KernelAxes
 
 def check_rank(rank: int, in_features: int, out_features: int, *, name: str = "rank") -> int:
     """Return ``rank`` if it is an int in ``[1, min(in, out)]``, else raise ``ValueError``."""
-    upper = min(in_features, out_features)
-    if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= upper:
-        raise ValueError(
-            f"{name} must be an integer in [1, min(in_features, out_features)] = [1, {upper}] "
-            f"for a {in_features}x{out_features} layer, got {rank!r}"
-        )
-    return rank
+    return check_int_range(
+        rank,
+        min(in_features, out_features),
+        name=name,
+        bound=f"min(in_features, out_features) for a {in_features}x{out_features} layer",
+    )
+
+
+def check_int_range(value: int, upper: int, *, name: str, bound: str) -> int:
+    """Return ``value`` if it is an int in ``[1, upper]``; the error names ``bound``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= upper:
+        raise ValueError(f"{name} must be an integer in [1, {upper}] ({bound}), got {value!r}")
+    return value
 
 
 def annotated(

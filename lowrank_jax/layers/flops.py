@@ -28,5 +28,7 @@ def macs_per_token(module: nnx.Module) -> int:
     if isinstance(module, nnx.Linear):
         return module.in_features * module.out_features
     return sum(
-        macs_per_token(child) for _, child in nnx.iter_children(module) if isinstance(child, nnx.Module)
+        macs_per_token(child)
+        for _, child in nnx.iter_children(module)
+        if isinstance(child, nnx.Module)
     )

@@ -116,7 +116,9 @@ class LoRA(nnx.Module):
         a, b = self.lora_a[...], self.lora_b[...]
         if isinstance(self.base, FactorizedDense):
             base_a, base_b = self.base.a, self.base.b
-            base_a.set_value(jnp.concatenate([base_a[...], (self.scale * a).astype(base_a.dtype)], 1))
+            base_a.set_value(
+                jnp.concatenate([base_a[...], (self.scale * a).astype(base_a.dtype)], 1)
+            )
             base_b.set_value(jnp.concatenate([base_b[...], b.astype(base_b.dtype)], 0))
         else:
             kernel = self.base.kernel

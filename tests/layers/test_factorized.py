@@ -59,7 +59,9 @@ def test_from_dense_is_best_rank_r_approximation(rank):
     assert np.linalg.norm(residual, 2) == pytest.approx(s[rank], rel=1e-4)
 
 
-@pytest.mark.parametrize(("energy", "rank"), [(0.5, 1), (64 / 85, 1), (0.76, 2), (0.95, 3), (1.0, 4)])
+@pytest.mark.parametrize(
+    ("energy", "rank"), [(0.5, 1), (64 / 85, 1), (0.76, 2), (0.95, 3), (1.0, 4)]
+)
 def test_energy_picks_smallest_rank(energy, rank):
     # s² = 64, 16, 4, 1 (total 85): cumulative fractions .753, .941, .988, 1.
     kernel = _with_spectrum([8.0, 4.0, 2.0, 1.0], 12, 10)
@@ -69,7 +71,11 @@ def test_energy_picks_smallest_rank(energy, rank):
 
 @pytest.mark.parametrize("rank", [0, -1, 17, 2.0, True])
 def test_bad_rank_names_valid_range(rank):
-    with pytest.raises(ValueError, match=r"rank must be an integer in \[1, .*\] = \[1, 16\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"rank must be an integer in \[1, 16\] "
+        r"\(min\(in_features, out_features\) for a 16x24 layer\)",
+    ):
         FactorizedDense(16, 24, rank, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match=r"\[1, 16\]"):
         FactorizedDense.from_dense(np.ones((16, 24), np.float32), rank=rank)

@@ -1,0 +1,205 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from lowrank_jax.layers import Adapter, FactorizedDense, LoRA, WithAdapter
+from lowrank_jax.surgery import (
+    add_adapters,
+    apply_lora,
+    count_params,
+    factorize,
+    merge_lora,
+    trainable_filter,
+)
+
+D = 16
+QV = r"layers\.\d+\.attention\.(query|value)"
+
+
+class Attention(nnx.Module):
+    def __init__(self, rngs):
+        self.query, self.key, self.value, self.out = (nnx.Linear(D, D, rngs=rngs) for _ in range(4))
+
+    def __call__(self, x):  # a toy mixing, enough to route gradients through all four
+        q, k, v = self.query(x), self.key(x), self.value(x)
+        weights = jax.nn.softmax(jnp.einsum("bnd,bmd->bnm", q, k) / np.sqrt(D))
+        return self.out(jnp.einsum("bnm,bmd->bnd", weights, v))
+
+
+class Block(nnx.Module):
+    def __init__(self, rngs):
+        self.attention = Attention(rngs)
+        self.ffn_in = nnx.Linear(D, 2 * D, rngs=rngs)
+        self.ffn_out = nnx.Linear(2 * D, D, rngs=rngs)
+
+    def __call__(self, x):
+        x = x + self.attention(x)
+        return x + self.ffn_out(nnx.gelu(self.ffn_in(x)))
+
+
+class Toy(nnx.Module):
+    def __init__(self, rngs):
+        self.layers = nnx.List([Block(rngs) for _ in range(2)])
+        self.head = nnx.Linear(D, 3, rngs=rngs)
+
+    def __call__(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return self.head(x.mean(axis=1))
+
+
+# Hand counts: Linear(16,16) = 272; block = 4*272 + (16*32+32) + (32*16+16) = 2160;
+# head = 16*3+3 = 51; LoRA rank 2 on a 16x16 = 2*(16+16) = 64; adapter(16, 4) = 148.
+TOTAL = 2 * 2160 + 51
+
+
+def _x():
+    return jax.random.normal(jax.random.key(0), (2, 8, D))
+
+
+def test_count_params_plain_model():
+    assert count_params(Toy(nnx.Rngs(0))) == {"total": TOTAL, "trainable": TOTAL, "lora": 0}
+
+
+def test_apply_lora_selects_targets_and_keeps_outputs():
+    model = Toy(nnx.Rngs(0))
+    before = model(_x())
+    model = apply_lora(model, QV, rank=2, rngs=nnx.Rngs(1))
+    for block in model.layers:
+        assert isinstance(block.attention.query, LoRA) and isinstance(block.attention.value, LoRA)
+        assert isinstance(block.attention.key, nnx.Linear) and isinstance(block.ffn_in, nnx.Linear)
+    np.testing.assert_array_equal(model(_x()), before)
+    assert count_params(model) == {"total": TOTAL + 4 * 64, "trainable": 4 * 64, "lora": 4 * 64}
+    assert count_params(model, "all")["trainable"] == TOTAL + 4 * 64
+    assert count_params(model, r".*lora_[ab]|head\..*")["trainable"] == 4 * 64 + 51
+
+
+def test_gradient_step_changes_only_lora_params():
+    model = apply_lora(Toy(nnx.Rngs(0)), QV, rank=2, rngs=nnx.Rngs(1))
+    wrt = trainable_filter(model)
+    optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=wrt)
+    labels = jnp.array([0, 2])
+
+    @nnx.jit
+    def step(model, optimizer, x):
+        def loss_fn(model):
+            return optax.softmax_cross_entropy_with_integer_labels(model(x), labels).mean()
+
+        grads = nnx.grad(loss_fn, argnums=nnx.DiffState(0, wrt))(model)
+        optimizer.update(model, grads)
+
+    frozen = jax.tree.map(np.array, nnx.state(model, nnx.Not(nnx.LoRAParam)))
+    lora = jax.tree.map(np.array, nnx.state(model, nnx.LoRAParam))
+    for _ in range(2):  # A's gradient is zero while B is zero: two steps move both
+        step(model, optimizer, _x())
+    jax.tree.map(np.testing.assert_array_equal, frozen, nnx.state(model, nnx.Not(nnx.LoRAParam)))
+    changed = jax.tree.leaves(
+        jax.tree.map(lambda a, b: bool(np.any(a != b)), lora, nnx.state(model, nnx.LoRAParam))
+    )
+    assert len(changed) == 8 and all(changed)
+
+
+def test_unmatched_targets_list_the_paths():
+    with pytest.raises(ValueError) as error:
+        apply_lora(Toy(nnx.Rngs(0)), r"encoder\.query", rank=2, rngs=nnx.Rngs(1))
+    message = str(error.value)
+    assert "match no dense layers" in message
+    assert "layers.0.attention.query" in message and "head" in message
+
+
+def test_bad_regex_is_a_value_error():
+    with pytest.raises(ValueError, match="not a valid regular expression"):
+        apply_lora(Toy(nnx.Rngs(0)), "layers.(", rank=2, rngs=nnx.Rngs(1))
+
+
+@pytest.mark.parametrize("again", [QV, r".*query.*", r"layers\.0\.attention\.query\.base"])
+def test_lora_twice_is_an_error(again):
+    model = apply_lora(Toy(nnx.Rngs(0)), QV, rank=2, rngs=nnx.Rngs(1))
+    with pytest.raises(ValueError, match=r"layers\.0\.attention\.query already has LoRA"):
+        apply_lora(model, again, rank=2, rngs=nnx.Rngs(2))
+
+
+def test_lora_bad_rank_raises_before_changing_anything():
+    model = Toy(nnx.Rngs(0))
+    # rank 4 fits the 16x16 query but not the 16x3 head: nothing may change
+    with pytest.raises(ValueError, match=r"^head: rank must be an integer in \[1, 3\]"):
+        apply_lora(model, QV + "|head", rank=4, rngs=nnx.Rngs(1))
+    assert count_params(model)["lora"] == 0
+    assert isinstance(model.layers[0].attention.query, nnx.Linear)
+
+
+def test_merge_lora_restores_plain_layers_with_same_function():
+    model = apply_lora(Toy(nnx.Rngs(0)), QV, rank=2, alpha=4.0, rngs=nnx.Rngs(1))
+    for block in model.layers:
+        block.attention.query.lora_b[...] = jnp.full((2, D), 0.1)
+    trained = model(_x())
+    model = merge_lora(model)
+    assert all(isinstance(b.attention.query, nnx.Linear) for b in model.layers)
+    assert count_params(model) == {"total": TOTAL, "trainable": TOTAL, "lora": 0}
+    np.testing.assert_allclose(model(_x()), trained, atol=1e-5)
+
+
+def test_factorize_full_rank_is_exact_and_low_rank_saves_params():
+    model = Toy(nnx.Rngs(0))
+    before = model(_x())
+    factorize(model, r"layers\.\d+\.ffn_(in|out)", rank=D)
+    assert all(isinstance(b.ffn_in, FactorizedDense) for b in model.layers)
+    np.testing.assert_allclose(model(_x()), before, atol=1e-4)
+
+    small = factorize(Toy(nnx.Rngs(0)), r"layers\.\d+\.ffn_(in|out)", rank=2)
+    # each FFN dense: 16*32 kernel -> 2*(16+32) factors
+    assert count_params(small)["total"] == TOTAL - 4 * (16 * 32 - 2 * 48)
+
+
+def test_factorize_by_energy_gives_each_layer_its_rank():
+    model = factorize(Toy(nnx.Rngs(0)), r"layers\.\d+\.attention\.\w+", energy=0.9)
+    ranks = [b.attention.query.rank for b in model.layers]
+    assert all(1 <= r <= D for r in ranks)
+
+
+def test_factorize_inside_lora_is_an_error():
+    model = apply_lora(Toy(nnx.Rngs(0)), QV, rank=2, rngs=nnx.Rngs(1))
+    with pytest.raises(ValueError, match="already has LoRA"):
+        factorize(model, r"layers\.0\.attention\.query(\.base)?", rank=2)
+
+
+def test_lora_on_factorized_model_merges_exactly():
+    model = factorize(Toy(nnx.Rngs(0)), QV, rank=4)
+    apply_lora(model, QV, rank=2, rngs=nnx.Rngs(1))
+    for block in model.layers:
+        block.attention.value.lora_b[...] = jnp.full((2, D), 0.1)
+    trained = model(_x())
+    merge_lora(model)
+    assert model.layers[0].attention.value.rank == 6
+    np.testing.assert_allclose(model(_x()), trained, atol=1e-5)
+
+
+def test_add_adapters_identity_counts_and_errors():
+    model = Toy(nnx.Rngs(0))
+    before = model(_x())
+    add_adapters(model, r"layers\.\d+\.(attention\.out|ffn_out)", bottleneck=4, rngs=nnx.Rngs(1))
+    block = model.layers[0]
+    assert isinstance(block.ffn_out, WithAdapter) and isinstance(block.ffn_out.adapter, Adapter)
+    np.testing.assert_array_equal(model(_x()), before)
+    assert count_params(model) == {"total": TOTAL + 4 * 148, "trainable": 4 * 148, "lora": 0}
+    with pytest.raises(ValueError, match="already has WithAdapter"):
+        add_adapters(model, r"layers\.0\.ffn_out", bottleneck=4, rngs=nnx.Rngs(2))
+    with pytest.raises(ValueError, match=r"^head: bottleneck must be an integer in \[1, 3\]"):
+        add_adapters(model, r"head", bottleneck=4, rngs=nnx.Rngs(2))  # head out = 3
+
+
+def test_trainable_filter_specs():
+    model = add_adapters(
+        apply_lora(Toy(nnx.Rngs(0)), QV, rank=2, rngs=nnx.Rngs(1)),
+        r"layers\.0\.ffn_out",
+        4,
+        rngs=nnx.Rngs(2),
+    )
+    assert count_params(model, "lora")["trainable"] == 4 * 64
+    assert count_params(model, "adapters")["trainable"] == 148
+    assert count_params(model)["trainable"] == 4 * 64 + 148
+    with pytest.raises(ValueError, match="trainable must be all, lora, adapters, auto or a regex"):
+        trainable_filter(model, "lora(")
