@@ -43,12 +43,11 @@ def _select(
     eligible: Callable[[nnx.Module], bool],
     what: str,
     wrapper: type[nnx.Module],
-    inner: str,
 ) -> list[tuple[Path, nnx.Module]]:
     """The eligible modules whose dotted path fully matches ``targets``.
 
-    Raises if a match is already wrapped by ``wrapper`` (or is the ``inner``
-    layer of one), or if nothing matches.
+    A LoRA's base is never a target of its own. A match that is a ``wrapper``,
+    or sits directly inside one, raises (no double wrapping); so does no match.
     """
     try:
         pattern = re.compile(targets)
@@ -57,20 +56,19 @@ def _select(
     modules = list(_modules(model))
     wrapped = {path for path, m in modules if isinstance(m, wrapper)}
     for path, _ in modules:
-        name = dotted(path)
-        if pattern.fullmatch(name) and (path in wrapped or path[:-1] in wrapped):
-            at = name if path in wrapped else dotted(path[:-1])
-            raise ValueError(f"{at} already has {wrapper.__name__}; apply it once per layer")
-    candidates = [
-        (path, m)
-        for path, m in modules
-        if eligible(m) and path[:-1] not in wrapped and not (path and path[-1] == inner)
-    ]
+        if pattern.fullmatch(dotted(path)) and (path in wrapped or path[:-1] in wrapped):
+            at = dotted(path if path in wrapped else path[:-1])
+            raise ValueError(f"{at} already has {_WRAPPED_AS[wrapper]}; apply it once per layer")
+    lora_bases = {(*path, "base") for path, m in modules if isinstance(m, LoRA)}
+    candidates = [(path, m) for path, m in modules if eligible(m) and path not in lora_bases]
     selected = [(path, m) for path, m in candidates if pattern.fullmatch(dotted(path))]
     if not selected:
         listing = ", ".join(dotted(p) for p, _ in candidates) or "(none)"
         raise ValueError(f"targets {targets!r} match no {what}; the {what} here are: {listing}")
     return selected
+
+
+_WRAPPED_AS = {LoRA: "LoRA", WithAdapter: "an adapter"}
 
 
 def _swap(
@@ -126,7 +124,7 @@ def apply_lora(
       >>> count_params(model)
       {'total': 122, 'trainable': 32, 'lora': 32}
     """
-    selected = _select(model, targets, _is_dense, "dense layers", LoRA, "base")
+    selected = _select(model, targets, _is_dense, "dense layers", LoRA)
     return _swap(
         model,
         selected,
@@ -159,7 +157,7 @@ def add_adapters(
         )
         return WithAdapter(layer, adapter)
 
-    selected = _select(model, targets, eligible, "layers with out_features", WithAdapter, "layer")
+    selected = _select(model, targets, eligible, "layers with out_features", WithAdapter)
     return _swap(model, selected, wrap)
 
 
@@ -189,7 +187,7 @@ def factorize(
             kernel_axes=kernel_axes_of(layer),
         )
 
-    selected = _select(model, targets, eligible, "nnx.Linear layers", LoRA, "base")
+    selected = _select(model, targets, eligible, "nnx.Linear layers", LoRA)
     return _swap(model, selected, from_dense)
 
 

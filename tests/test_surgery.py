@@ -185,10 +185,26 @@ def test_add_adapters_identity_counts_and_errors():
     assert isinstance(block.ffn_out, WithAdapter) and isinstance(block.ffn_out.adapter, Adapter)
     np.testing.assert_array_equal(model(_x()), before)
     assert count_params(model) == {"total": TOTAL + 4 * 148, "trainable": 4 * 148, "lora": 0}
-    with pytest.raises(ValueError, match="already has WithAdapter"):
+    with pytest.raises(ValueError, match=r"layers\.0\.ffn_out already has an adapter"):
         add_adapters(model, r"layers\.0\.ffn_out", bottleneck=4, rngs=nnx.Rngs(2))
     with pytest.raises(ValueError, match=r"^head: bottleneck must be an integer in \[1, 3\]"):
         add_adapters(model, r"head", bottleneck=4, rngs=nnx.Rngs(2))  # head out = 3
+
+
+def test_lora_base_is_never_a_target_of_its_own():
+    model = apply_lora(Toy(nnx.Rngs(0)), QV, rank=2, rngs=nnx.Rngs(1))
+    add_adapters(model, r".*query.*", bottleneck=4, rngs=nnx.Rngs(2))  # not query.base
+    query = model.layers[0].attention.query
+    assert isinstance(query, WithAdapter) and isinstance(query.layer.base, nnx.Linear)
+
+
+def test_a_layer_named_base_is_still_a_target():
+    class Model(nnx.Module):
+        def __init__(self, rngs):
+            self.base = nnx.Linear(D, D, rngs=rngs)
+
+    model = apply_lora(Model(nnx.Rngs(0)), "base", rank=2, rngs=nnx.Rngs(1))
+    assert isinstance(model.base, LoRA)
 
 
 def test_trainable_filter_specs():

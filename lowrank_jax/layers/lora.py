@@ -113,31 +113,38 @@ class LoRA(nnx.Module):
         """
         if self.merged:
             return
-        a, b = self.lora_a[...], self.lora_b[...]
-        if isinstance(self.base, FactorizedDense):
-            base_a, base_b = self.base.a, self.base.b
-            base_a.set_value(
-                jnp.concatenate([base_a[...], (self.scale * a).astype(base_a.dtype)], 1)
-            )
-            base_b.set_value(jnp.concatenate([base_b[...], b.astype(base_b.dtype)], 0))
+        base = self.base
+        if isinstance(base, FactorizedDense):
+            a, b = self.scale * self.lora_a[...], self.lora_b[...]
+            base.a.set_value(jnp.concatenate([base.a[...], a.astype(base.a.dtype)], axis=1))
+            base.b.set_value(jnp.concatenate([base.b[...], b.astype(base.b.dtype)], axis=0))
         else:
-            kernel = self.base.kernel
-            kernel[...] = kernel[...] + (self.scale * (a @ b)).astype(kernel.dtype)
+            kernel = self._base_kernel()
+            kernel[...] = kernel[...] + self.delta().astype(kernel.dtype)
         self.merged = True
 
     def unmerge(self) -> None:
         """Undo ``merge``: the base gets back its own kernel (no-op if not merged)."""
         if not self.merged:
             return
-        if isinstance(self.base, FactorizedDense):
-            keep = self.base.rank - self.rank
-            self.base.a.set_value(self.base.a[...][:, :keep])
-            self.base.b.set_value(self.base.b[...][:keep])
+        base = self.base
+        if isinstance(base, FactorizedDense):
+            keep = base.rank - self.rank
+            base.a.set_value(base.a[...][:, :keep])
+            base.b.set_value(base.b[...][:keep])
         else:
-            kernel = self.base.kernel
-            update = self.scale * (self.lora_a[...] @ self.lora_b[...])
-            kernel[...] = kernel[...] - update.astype(kernel.dtype)
+            kernel = self._base_kernel()
+            kernel[...] = kernel[...] - self.delta().astype(kernel.dtype)
         self.merged = False
+
+    def _base_kernel(self) -> nnx.Variable:
+        kernel = getattr(self.base, "kernel", None)
+        if not isinstance(kernel, nnx.Variable) or kernel.shape != self.delta().shape:
+            raise TypeError(
+                f"cannot merge into a {type(self.base).__name__}: merging needs a FactorizedDense "
+                f"or a layer with a [{self.in_features}, {self.out_features}] kernel"
+            )
+        return kernel
 
     def macs_per_token(self) -> int:
         """Base multiply-adds plus R·(in + out) for the unmerged LoRA path."""

@@ -113,3 +113,16 @@ def test_macs_per_token():
     assert macs_per_token(lora) == 16 * 24 + 2 * (16 + 24)
     lora.merge()
     assert macs_per_token(lora) == 16 * 24
+
+
+def test_merge_needs_a_kernel_it_can_fold_into():
+    class Opaque(nnx.Module):  # a linear map with no kernel attribute
+        in_features, out_features = 16, 24
+
+        def __call__(self, x):
+            return jnp.zeros(x.shape[:-1] + (24,))
+
+    lora = _trained(LoRA(Opaque(), rank=2, rngs=nnx.Rngs(1)))
+    with pytest.raises(TypeError, match=r"cannot merge into a Opaque: .* \[16, 24\] kernel"):
+        lora.merge()
+    assert not lora.merged
