@@ -120,7 +120,7 @@ def test_merge_needs_a_kernel_it_can_fold_into():
         in_features, out_features = 16, 24
 
         def __call__(self, x):
-            return jnp.zeros(x.shape[:-1] + (24,))
+            return jnp.zeros((*x.shape[:-1], 24))
 
     lora = _trained(LoRA(Opaque(), rank=2, rngs=nnx.Rngs(1)))
     with pytest.raises(TypeError, match=r"cannot merge into a Opaque: .* \[16, 24\] kernel"):
