@@ -1,0 +1,210 @@
+"""Performer attention, FAVOR+ (Choromanski et al. 2020, arXiv 2009.14794).
+
+Softmax attention is approximated by positive random features (Lemma 1, Eq. 7):
+
+    φ(x) = exp(ωᵀx − ‖x‖²/2) / √M,    ω: [M, K] random features,
+
+applied to q and k after scaling both by K^(-1/4), so φ(q)·φ(k) estimates
+exp(q·k/√K) without bias. Then (Eq. 3, Section 2.3)
+
+    out = φ(q) · (φ(k)ᵀ v) / (φ(q) · φ(k)ᵀ 1),    cost O(N·M·K), never O(N²).
+
+Orthogonal random features (Section 2.4) lower the estimator's variance. The
+causal variant (Section 2.6) uses prefix sums over the sequence; its largest
+intermediate is [B, N, H, M, K]. ``kernel="relu"`` is the generalized kernel
+φ(x) = relu(ωᵀx)/√M. Numerics follow the reference implementation: each
+query's features are stabilised by subtracting their max (it cancels in the
+ratio) and the keys' by one max over all real keys and features; a small
+constant keeps the features positive.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jaxtyping import Array, Bool, Float
+
+from lowrank_jax.layers.common import check_int_range
+
+KERNELS = ("softmax", "relu")
+REDRAW = ("fixed", "step")
+SCALING = ("chi", "sqrt")
+_STABILIZER = {"softmax": 1e-6, "relu": 1e-3}
+
+
+def random_features(
+    key: jax.Array,
+    num_features: int,
+    head_dim: int,
+    *,
+    orthogonal: bool = True,
+    scaling: str = "chi",
+) -> Float[Array, "M K"]:
+    """Random features ω: [M, K] for FAVOR+.
+
+    With ``orthogonal`` (the default), blocks of K rows are QR-orthogonalised
+    Gaussian matrices; rows are then rescaled to chi-distributed norms (the
+    norms of Gaussian vectors, ``scaling="chi"``) or to √K (``"sqrt"``), as in
+    the reference ``GaussianOrthogonalRandomMatrix``. Without it, iid Gaussian rows.
+
+    Example:
+      >>> import jax
+      >>> random_features(jax.random.key(0), 40, 16).shape
+      (40, 16)
+    """
+    if scaling not in SCALING:
+        raise ValueError(f"unknown scaling {scaling!r}; valid: {', '.join(SCALING)}")
+    key_blocks, key_norms = jax.random.split(key)
+    if not orthogonal:
+        return jax.random.normal(key_blocks, (num_features, head_dim))
+    blocks = -(-num_features // head_dim)
+    gaussian = jax.random.normal(key_blocks, (blocks, head_dim, head_dim))
+    q, _ = jnp.linalg.qr(gaussian)  # [blocks, K, K], orthonormal columns
+    rows = jnp.swapaxes(q, 1, 2).reshape(blocks * head_dim, head_dim)[:num_features]
+    if scaling == "chi":
+        norms = jnp.linalg.norm(jax.random.normal(key_norms, (num_features, head_dim)), axis=1)
+    else:
+        norms = jnp.full((num_features,), math.sqrt(head_dim))
+    return rows * norms[:, None]
+
+
+def feature_map(
+    x: Float[Array, "B N H K"],
+    features: Float[Array, "M K"],
+    *,
+    kernel: str = "softmax",
+    is_query: bool,
+    mask: Bool[Array, "B N"] | None = None,
+) -> Float[Array, "B N H M"]:
+    """φ(x) for queries or keys (float32); padded keys get φ = 0."""
+    if kernel not in KERNELS:
+        raise ValueError(f"unknown kernel {kernel!r}; valid: {', '.join(KERNELS)}")
+    head_dim, num_features = x.shape[-1], features.shape[0]
+    x = x.astype(jnp.float32) * head_dim**-0.25
+    projected = jnp.einsum("bnhk,mk->bnhm", x, features.astype(jnp.float32))  # [B, N, H, M]
+    if kernel == "relu":
+        phi = jax.nn.relu(projected) + _STABILIZER[kernel]
+    else:
+        projected = projected - 0.5 * jnp.sum(x * x, axis=-1, keepdims=True)
+        real = None if mask is None else mask[:, :, None, None]
+        if is_query:  # per query: cancels between numerator and denominator
+            shift = jnp.max(projected, axis=-1, keepdims=True)
+        else:  # one constant over all real keys and features, per (batch, head)
+            masked = projected if real is None else jnp.where(real, projected, -jnp.inf)
+            shift = jnp.max(masked, axis=(1, 3), keepdims=True)
+            shift = jnp.where(jnp.isfinite(shift), shift, 0.0)
+        phi = jnp.exp(projected - jax.lax.stop_gradient(shift)) + _STABILIZER[kernel]
+    phi = phi / math.sqrt(num_features)
+    if mask is not None and not is_query:
+        phi = phi * mask[:, :, None, None]
+    return phi
+
+
+def favor(
+    q: Float[Array, "B N H K"],
+    k: Float[Array, "B N H K"],
+    v: Float[Array, "B N H K"],
+    features: Float[Array, "M K"],
+    mask: Bool[Array, "B N"] | None = None,
+    causal: bool = False,
+    kernel: str = "softmax",
+) -> Float[Array, "B N H K"]:
+    """FAVOR+ attention with the given random features; ``mask`` marks real keys.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> x = jnp.ones((2, 8, 2, 4))
+      >>> favor(x, x, x, random_features(jax.random.key(0), 16, 4), causal=True).shape
+      (2, 8, 2, 4)
+    """
+    phi_q = feature_map(q, features, kernel=kernel, is_query=True)
+    phi_k = feature_map(k, features, kernel=kernel, is_query=False, mask=mask)
+    values = v.astype(jnp.float32)
+    if causal:  # prefix sums over the sequence: memory O(N·M·K)
+        kv = jnp.cumsum(jnp.einsum("bnhm,bnhk->bnhmk", phi_k, values), axis=1)
+        numerator = jnp.einsum("bnhm,bnhmk->bnhk", phi_q, kv)
+        denominator = jnp.einsum("bnhm,bnhm->bnh", phi_q, jnp.cumsum(phi_k, axis=1))
+    else:
+        kv = jnp.einsum("bnhm,bnhk->bhmk", phi_k, values)  # [B, H, M, K]
+        numerator = jnp.einsum("bnhm,bhmk->bnhk", phi_q, kv)
+        denominator = jnp.einsum("bnhm,bhm->bnh", phi_q, phi_k.sum(axis=1))
+    denominator = jnp.where(denominator > 0, denominator, 1.0)  # rows with no real key
+    return (numerator / denominator[..., None]).astype(v.dtype)
+
+
+class RandomFeatures(nnx.Variable):
+    """Performer's random features: state that is saved, never trained."""
+
+
+class PerformerAttention(nnx.Module):
+    """The FAVOR+ mixer: ``(q, k, v, mask) -> out`` on [B, N, H, K].
+
+    Args:
+      heads, max_len, shared: the context every mixer receives (unused here).
+      head_dim: K.
+      num_features: M.
+      kernel: ``"softmax"`` (positive features) or ``"relu"``.
+      redraw: ``"fixed"`` (drawn once at init) or ``"step"`` (redrawn at every
+        call in training mode from the ``features`` rng stream, i.e. once per
+        training step under ``nnx.jit``; eval mode uses the fixed ones).
+      orthogonal, scaling: see ``random_features``.
+      dropout: must be 0. FAVOR+ never forms the attention matrix, so there are
+        no weights to drop; a non-zero rate is an error, not silently ignored.
+      rngs: random streams (``params`` for the fixed features, ``features``).
+    """
+
+    def __init__(
+        self,
+        *,
+        heads: int,
+        head_dim: int,
+        max_len: int,
+        num_features: int = 256,
+        kernel: str = "softmax",
+        redraw: str = "fixed",
+        orthogonal: bool = True,
+        scaling: str = "chi",
+        dropout: float = 0.0,
+        shared: dict | None = None,
+        rngs: nnx.Rngs,
+    ):
+        del heads, max_len, shared
+        if dropout:
+            raise ValueError(
+                f"attention dropout {dropout!r}: Performer (FAVOR+) forms no attention "
+                "matrix to drop out; set it to 0 (residual and FFN dropout still apply)"
+            )
+        check_int_range(num_features, 1 << 20, name="num_features", bound="at most 2^20")
+        for name, value, valid in (("kernel", kernel, KERNELS), ("redraw", redraw, REDRAW)):
+            if value not in valid:
+                raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
+        self.num_features = num_features
+        self.head_dim = head_dim
+        self.kernel = kernel
+        self.redraw = redraw
+        self.orthogonal = orthogonal
+        self.scaling = scaling
+        self.features = RandomFeatures(self._draw(rngs.params()))
+        self.rngs = rngs["features"].fork() if redraw == "step" else nnx.data(None)
+        self.deterministic = False
+
+    def _draw(self, key: jax.Array) -> Float[Array, "M K"]:
+        return random_features(
+            key,
+            self.num_features,
+            self.head_dim,
+            orthogonal=self.orthogonal,
+            scaling=self.scaling,
+        )
+
+    def redraw_features(self, key: jax.Array) -> None:
+        """Replace the fixed features by a fresh draw."""
+        self.features[...] = self._draw(key)
+
+    def __call__(self, q, k, v, mask=None):
+        fresh = self.redraw == "step" and not self.deterministic
+        features = self._draw(self.rngs()) if fresh else self.features[...]
+        return favor(q, k, v, features, mask, kernel=self.kernel)

@@ -1,0 +1,108 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from lowrank_jax.attention import make_attention, performer
+from lowrank_jax.attention.softmax import attend
+
+# Jitted once per shape: the code users run, and far faster than op-by-op dispatch.
+favor = jax.jit(performer.favor, static_argnames=("causal", "kernel"))
+attend = jax.jit(attend)
+feature_map = jax.jit(performer.feature_map, static_argnames=("kernel", "is_query"))
+random_features = jax.jit(
+    performer.random_features, static_argnums=(1, 2), static_argnames=("orthogonal", "scaling")
+)
+
+
+def _qkv(n=32, k=8, seed=0, scale=0.5):
+    return scale * jax.random.normal(jax.random.key(seed), (3, 2, n, 2, k))
+
+
+def test_random_features_shapes_orthogonality_and_norms():
+    w = random_features(jax.random.key(0), 20, 8, scaling="sqrt")
+    assert w.shape == (20, 8)
+    np.testing.assert_allclose(jnp.linalg.norm(w, axis=1), np.sqrt(8), rtol=1e-5)
+    block = w[:8] / np.sqrt(8)
+    np.testing.assert_allclose(block @ block.T, np.eye(8), atol=1e-5)  # one block: orthonormal
+    chi = random_features(jax.random.key(0), 20, 8)
+    assert not np.allclose(jnp.linalg.norm(chi, axis=1), np.sqrt(8))
+    assert random_features(jax.random.key(0), 20, 8, orthogonal=False).shape == (20, 8)
+    with pytest.raises(ValueError, match="unknown scaling 'unit'; valid: chi, sqrt"):
+        performer.random_features(jax.random.key(0), 20, 8, scaling="unit")
+
+
+def _mse(num_features, seed, orthogonal=True):
+    q, k, v = _qkv()
+    features = random_features(jax.random.key(100 + seed), num_features, 8, orthogonal=orthogonal)
+    return float(jnp.mean((favor(q, k, v, features) - attend(q, k, v)) ** 2))
+
+
+def test_error_falls_as_features_grow():
+    errors = [np.mean([_mse(m, seed) for seed in range(5)]) for m in (16, 64, 256)]
+    assert errors[0] > errors[1] > errors[2]
+
+
+def test_orthogonal_beats_iid_on_average():
+    seeds = range(10)
+    orthogonal = np.mean([_mse(16, s, orthogonal=True) for s in seeds])
+    iid = np.mean([_mse(16, s, orthogonal=False) for s in seeds])
+    assert orthogonal < iid
+
+
+@pytest.mark.parametrize("kernel", ["softmax", "relu"])
+def test_causal_equals_quadratic_reference_with_same_features(kernel):
+    q, k, v = _qkv(n=16)
+    features = random_features(jax.random.key(1), 32, 8)
+    phi_q = feature_map(q, features, kernel=kernel, is_query=True)
+    phi_k = feature_map(k, features, kernel=kernel, is_query=False)
+    scores = jnp.einsum("bnhm,bshm->bhns", phi_q, phi_k) * jnp.tril(jnp.ones((16, 16)))
+    expected = (
+        jnp.einsum("bhns,bshk->bnhk", scores, v) / scores.sum(-1).transpose(0, 2, 1)[..., None]
+    )
+    np.testing.assert_allclose(
+        favor(q, k, v, features, causal=True, kernel=kernel), expected, atol=1e-5
+    )
+
+
+def test_causal_memory_is_linear_in_n():
+    n = 37  # a length no other dimension shares
+    q, k, v = _qkv(n=n)
+    features = random_features(jax.random.key(1), 16, 8)
+    jaxpr = jax.make_jaxpr(lambda q, k, v: performer.favor(q, k, v, features, causal=True))(q, k, v)
+    shapes = [var.aval.shape for eqn in jaxpr.jaxpr.eqns for var in eqn.outvars]
+    assert any(n in shape for shape in shapes)
+    assert not any(list(shape).count(n) >= 2 for shape in shapes)  # nothing [.., N, .., N, ..]
+
+
+def test_padding_masked():
+    q, k, v = _qkv(n=12)
+    features = random_features(jax.random.key(1), 32, 8)
+    mask = jnp.broadcast_to(jnp.arange(12) < 8, (2, 12))
+    out = favor(q, k, v, features, mask)
+    np.testing.assert_allclose(out[:, :8], favor(q[:, :8], k[:, :8], v[:, :8], features), atol=1e-5)
+
+
+def test_redraw_policies():
+    x = jax.random.normal(jax.random.key(1), (2, 8, 16))
+    fixed = make_attention(
+        "performer", 16, 2, max_len=8, options={"num_features": 8}, rngs=nnx.Rngs(0)
+    )
+    np.testing.assert_array_equal(fixed(x), fixed(x))
+    step = make_attention(
+        "performer",
+        16,
+        2,
+        max_len=8,
+        options={"num_features": 8, "redraw": "step"},
+        rngs=nnx.Rngs(0),
+    )
+    assert np.abs(np.asarray(step(x) - step(x))).max() > 1e-6  # new features each call
+    step.eval()
+    np.testing.assert_array_equal(step(x), step(x))  # eval uses the fixed features
+
+
+def test_attention_dropout_is_rejected_not_ignored():
+    with pytest.raises(ValueError, match=r"Performer .* forms no attention matrix"):
+        make_attention("performer", 16, 2, max_len=8, dropout=0.1, rngs=nnx.Rngs(0))
