@@ -37,9 +37,7 @@ def annotated(
 
 
 def axes_metadata(axes: tuple[AxisName, ...]) -> dict:
-    """Variable metadata naming logical axes (empty when all are ``None``)."""
-    if all(a is None for a in axes):
-        return {}
+    """Variable metadata naming logical axes (``None``: an axis that is never sharded)."""
     return {"out_sharding": tuple(axes), "eager_sharding": False}
 
 
