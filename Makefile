@@ -47,7 +47,7 @@ bench-quick: setup
 	$(BIN)/python benchmarks/factorized_dense.py --quick
 
 # One prepared script for a lent GPU machine, run there with its own python3 (JAX
-# with CUDA): the layer and surgery tests on the accelerator at full float32
+# with CUDA): the layer, attention, encoder and surgery tests on the GPU at full float32
 # precision, then the factorized-vs-dense ratios in float32 (TF32) and bfloat16.
 GPU_OUT ?= $(or $(OUT),runs/gpu-check)
 GPU_ENV := PYTHONPATH=$(CURDIR):$$PYTHONPATH PYTHONUNBUFFERED=1
@@ -55,7 +55,7 @@ gpu-check:
 	mkdir -p $(GPU_OUT)
 	nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 	$(GPU_ENV) JAX_PLATFORMS=cuda JAX_DEFAULT_MATMUL_PRECISION=highest \
-	  python3 -m pytest -q -p no:cacheprovider tests/layers tests/test_surgery.py
+	  python3 -m pytest -q -p no:cacheprovider tests/layers tests/attention tests/models tests/test_surgery.py
 	$(GPU_ENV) python3 benchmarks/factorized_dense.py --json $(GPU_OUT)/factorized_float32.json
 	$(GPU_ENV) python3 benchmarks/factorized_dense.py --dtype bfloat16 \
 	  --json $(GPU_OUT)/factorized_bfloat16.json
