@@ -1,7 +1,12 @@
 """The ``lowrank-jax`` command line.
 
-Commands arrive with their issues: ``train``, ``sweep`` and ``report`` come with
-the trainer and the sweeps; ``demo`` shows the layers at work now.
+    lowrank-jax train --config configs/tiny.py:runlocal --workdir runs/tiny [--config.train.steps=200]
+    lowrank-jax demo [--quick]
+
+Bad input (an unknown config key, a wrong type, a bad rank or kind, a batch
+that does not divide over the devices, a workdir holding another config, ...)
+prints one line naming the field and exits with code 2, before any compute and
+without touching the workdir. A non-finite loss exits with code 3.
 """
 
 from __future__ import annotations
@@ -11,6 +16,22 @@ import sys
 
 from lowrank_jax import __version__
 
+TRAIN_HELP = """usage: lowrank-jax train --config FILE[:ARGS] --workdir DIR [--config.FIELD=VALUE ...]
+                         [--force] [--coordinator_address HOST:PORT --num_processes N --process_id I]
+
+Train (or resume) the config's run in DIR.
+
+  --config FILE[:ARGS]   an ml_collections config file with get_config(arg), e.g.
+                         configs/tiny.py:runlocal,attention=performer,rank=8
+  --config.FIELD=VALUE   override any field, e.g. --config.train.steps=200
+  --workdir DIR          run directory: config.json, metrics.jsonl, tensorboard/,
+                         checkpoints/, summary.json; resumes from its checkpoints
+  --force                replace a run of a different config in DIR
+  --coordinator_address, --num_processes, --process_id
+                         several hosts (jax.distributed); default from
+                         JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID
+"""
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -19,13 +40,90 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.add_parser(
+        "train", help="train a config (see `lowrank-jax train --help`)", add_help=False
+    )
     demo = commands.add_parser("demo", help="truncated SVD and LoRA-rank tables (under a minute)")
     demo.add_argument("--quick", action="store_true", help="fewer ranks and steps")
     return parser
 
 
+def _fail(message: str, code: int = 2) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def _parse_train_flags(argv: list[str]):
+    """absl + ml_collections flags for ``train``; ``ConfigError`` on any bad value."""
+    from absl import flags
+    from ml_collections import config_flags
+
+    from lowrank_jax.config import ConfigError
+
+    values = flags.FlagValues()
+    config_flags.DEFINE_config_file(
+        "config", None, "config file", flag_values=values, lock_config=True
+    )
+    flags.DEFINE_string("workdir", None, "run directory", flag_values=values)
+    flags.DEFINE_bool("force", False, "replace a run of another config", flag_values=values)
+    flags.DEFINE_string("coordinator_address", None, "host:port of process 0", flag_values=values)
+    flags.DEFINE_integer("num_processes", None, "number of processes", flag_values=values)
+    flags.DEFINE_integer("process_id", None, "this process's index", flag_values=values)
+    try:
+        values(["lowrank-jax train", *argv])
+        config = values.config
+    except ConfigError:
+        raise
+    except Exception as error:  # absl / ml_collections report bad flags in many types
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        cause = error.__cause__ or error.__context__
+        if isinstance(cause, ConfigError):
+            message = str(cause)
+        raise ConfigError(message) from None
+    if config is None:
+        raise ConfigError("--config: required, e.g. --config configs/tiny.py:runlocal")
+    if not values.workdir:
+        raise ConfigError("--workdir: required, e.g. --workdir runs/tiny")
+    return config, values
+
+
+def train(argv: list[str]) -> int:
+    if {"-h", "--help", "-help"} & set(argv):
+        print(TRAIN_HELP)
+        return 0
+    from lowrank_jax.config import ConfigError
+
+    try:
+        config, values = _parse_train_flags(argv)
+        from lowrank_jax.train import sharding
+
+        try:
+            sharding.initialize_distributed(
+                values.coordinator_address, values.num_processes, values.process_id
+            )
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+        from lowrank_jax.train.trainer import NonFiniteLossError, train_and_evaluate
+
+        try:
+            summary = train_and_evaluate(config, values.workdir, force=values.force)
+        except NonFiniteLossError as error:
+            return _fail(str(error), code=3)
+    except ConfigError as error:
+        return _fail(str(error))
+    accuracy = summary["final_eval_accuracy"]
+    print(
+        f"done: {values.workdir}: eval accuracy {accuracy:.4f}, "
+        f"median step {summary['median_step_time_s'] or float('nan'):.4f} s"
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``lowrank-jax`` console script."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "train":
+        return train(argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -344,12 +344,8 @@ def build_encoder(model_config: ml_collections.ConfigDict, *, rngs: nnx.Rngs) ->
       >>> model(jnp.ones((2, 16), int)).shape
       (2, 2)
     """
-    cfg = _merged_with_defaults(model_config)
-    _validate(cfg)
-    _validate_block(cfg, {"attention": cfg.attention.to_dict(), "ffn": cfg.ffn.to_dict()}, "model")
+    cfg = resolve_config(model_config)
     blocks = [_block_config(cfg, i) for i in range(cfg.num_layers)]
-    for i, block in enumerate(blocks):
-        _validate_block(cfg, block, f"model.overrides (layer {i})")
     model = Encoder(cfg, blocks, rngs=rngs)
     if cfg.lora.rank:
         lora = cfg.lora
@@ -365,6 +361,19 @@ def build_encoder(model_config: ml_collections.ConfigDict, *, rngs: nnx.Rngs) ->
     if cfg.adapters.bottleneck:
         add_adapters(model, cfg.adapters.targets, cfg.adapters.bottleneck, rngs=rngs)
     return model
+
+
+def resolve_config(model_config) -> ml_collections.ConfigDict:
+    """``config.model`` over the defaults, every field (and every layer's block) validated.
+
+    Builds nothing: the trainer calls it to reject a bad config before any compute.
+    """
+    cfg = _merged_with_defaults(model_config)
+    _validate(cfg)
+    _validate_block(cfg, {"attention": cfg.attention.to_dict(), "ffn": cfg.ffn.to_dict()}, "model")
+    for i in range(cfg.num_layers):
+        _validate_block(cfg, _block_config(cfg, i), f"model.overrides (layer {i})")
+    return cfg
 
 
 def _merged_with_defaults(model_config) -> ml_collections.ConfigDict:

@@ -1,0 +1,135 @@
+"""The optimizer and the one jitted training step.
+
+The step works on the NNX state of the pair (model, optimizer): it merges them,
+takes gradients of the cross-entropy with respect to the trainable parameters
+only (``surgery.trainable_filter``), updates them with AdamW and returns the new
+state. It is one ``jax.jit`` with in/out shardings and a donated state, traced
+once for the whole run.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from lowrank_jax.layers.common import check_int_range
+
+SCHEDULES = ("cosine", "rsqrt", "constant")
+
+
+def make_schedule(train_config) -> optax.Schedule:
+    """Linear warm-up to ``learning_rate``, then cosine (to 0 at ``steps``), rsqrt or constant."""
+    peak, warmup, steps = train_config.learning_rate, train_config.warmup_steps, train_config.steps
+    warm = optax.linear_schedule(0.0, peak, max(warmup, 1))
+    if train_config.schedule == "cosine":
+        decay = optax.cosine_decay_schedule(peak, max(steps - warmup, 1))
+    elif train_config.schedule == "rsqrt":
+
+        def decay(count):
+            return peak * jax.lax.rsqrt((count + max(warmup, 1)) / max(warmup, 1))
+    else:
+        decay = optax.constant_schedule(peak)
+    return optax.join_schedules([warm, decay], [warmup])
+
+
+def make_optimizer(train_config) -> optax.GradientTransformation:
+    """Global-norm clipping, then AdamW with weight decay on matrices only."""
+
+    def decay_mask(params):
+        return jax.tree.map(lambda p: p.ndim >= 2, params)
+
+    adamw = optax.adamw(
+        make_schedule(train_config),
+        b1=train_config.b1,
+        b2=train_config.b2,
+        weight_decay=train_config.weight_decay,
+        mask=decay_mask,
+    )
+    if train_config.grad_clip:
+        return optax.chain(optax.clip_by_global_norm(train_config.grad_clip), adamw)
+    return adamw
+
+
+def validate(train_config) -> None:
+    """Check ``config.train``; errors name the field."""
+    for field in (
+        "steps",
+        "batch_size",
+        "log_every",
+        "eval_batches",
+        "checkpoint_every",
+        "keep_checkpoints",
+    ):
+        check_int_range(
+            train_config[field], 1 << 40, name=f"train.{field}", bound="a positive integer"
+        )
+    for field in ("warmup_steps", "eval_every"):
+        value = train_config[field]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"train.{field}: must be an integer >= 0, got {value!r}")
+    if train_config.schedule not in SCHEDULES:
+        raise ValueError(
+            f"train.schedule: unknown {train_config.schedule!r}; valid: {', '.join(SCHEDULES)}"
+        )
+    for field in ("learning_rate", "weight_decay", "grad_clip", "peak_flops"):
+        if not train_config[field] >= 0:
+            raise ValueError(f"train.{field}: must be >= 0, got {train_config[field]!r}")
+
+
+def loss_and_accuracy(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Mean softmax cross-entropy and accuracy over the batch."""
+    loss = optax.softmax_cross_entropy_with_integer_labels(
+        logits.astype(jnp.float32), labels
+    ).mean()
+    return loss, (logits.argmax(-1) == labels).mean()
+
+
+class TrainStep:
+    """``step(state, batch) -> (state, metrics)``, jitted with shardings; counts its traces."""
+
+    def __init__(self, graphdef, wrt, state_sharding, batch_sharding, metrics_sharding):
+        self.traces = 0
+
+        def step(state, batch):
+            self.traces += 1
+            model, optimizer = nnx.merge(graphdef, state)
+
+            def loss_fn(model):
+                logits = model(batch["tokens"], batch["mask"])
+                loss, accuracy = loss_and_accuracy(logits, batch["label"])
+                return loss, accuracy
+
+            (loss, accuracy), grads = nnx.value_and_grad(
+                loss_fn, argnums=nnx.DiffState(0, wrt), has_aux=True
+            )(model)
+            optimizer.update(model, grads)
+            metrics = {"loss": loss, "accuracy": accuracy, "grad_norm": optax.global_norm(grads)}
+            return nnx.state((model, optimizer)), metrics
+
+        self._step = jax.jit(
+            step,
+            in_shardings=(state_sharding, batch_sharding),
+            out_shardings=(state_sharding, metrics_sharding),
+            donate_argnums=0,
+        )
+
+    def __call__(self, state, batch):
+        return self._step(state, batch)
+
+
+def make_eval_step(graphdef, state_sharding, batch_sharding, metrics_sharding):
+    """``eval(state, batch) -> {"loss", "correct"}`` with the model in eval mode."""
+
+    def evaluate(state, batch):
+        model, _ = nnx.merge(graphdef, state)
+        logits = model(batch["tokens"], batch["mask"])
+        loss, accuracy = loss_and_accuracy(logits, batch["label"])
+        return {"loss": loss, "accuracy": accuracy}
+
+    return jax.jit(
+        evaluate,
+        in_shardings=(state_sharding, batch_sharding),
+        out_shardings=metrics_sharding,
+    )

@@ -1,0 +1,262 @@
+"""The one trainer: ``train_and_evaluate(config, workdir)``.
+
+config -> validation (every field, before any compute) -> mesh -> model and
+optimizer state placed by logical-axis rules -> resume from the newest good
+checkpoint -> jitted steps over this process's rows of each global batch ->
+metrics.jsonl / TensorBoard / progress bar, evaluations, checkpoints ->
+summary.json. The same code runs on 1 CPU, a GPU/TPU mesh, or several hosts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import jax
+import ml_collections
+import numpy as np
+from flax import nnx
+from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding, PartitionSpec
+
+from lowrank_jax import data
+from lowrank_jax.config import ConfigError
+from lowrank_jax.layers import macs_per_token
+from lowrank_jax.models import build_encoder, resolve_config
+from lowrank_jax.surgery import count_params, trainable_filter
+from lowrank_jax.train import sharding, step
+from lowrank_jax.train.checkpoint import Checkpointer
+from lowrank_jax.train.metrics import (
+    MetricsWriter,
+    matmul_peak_flops,
+    peak_memory_bytes,
+    write_json,
+)
+
+TOP_LEVEL = ("seed", "data", "model", "train", "mesh")
+RUN_FILES = ("checkpoints", "metrics.jsonl", "tensorboard", "summary.json", "config.json")
+# Fault injection for tests: SIGKILL this process right after finishing step N.
+KILL_AT_STEP = "LOWRANK_JAX_KILL_AT_STEP"
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the run stopped before saving that state."""
+
+
+def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Check every field against the others and the devices; ``ConfigError`` names the field."""
+    try:
+        unknown = sorted(set(config.keys()) - set(TOP_LEVEL))
+        if unknown:
+            raise ValueError(
+                f"{unknown[0]}: unknown top-level field; valid: {', '.join(TOP_LEVEL)}"
+            )
+        missing = [key for key in TOP_LEVEL if key not in config]
+        if missing:
+            raise ValueError(f"{missing[0]}: missing from the config")
+        data.check(config.data)
+        model = resolve_config(config.model)
+        step.validate(config.train)
+        sizes = sharding.mesh_shape(config.mesh, jax.device_count())
+        parallel = sizes["data"] * sizes["fsdp"]
+        if config.train.batch_size % parallel:
+            raise ValueError(
+                f"train.batch_size: {config.train.batch_size} is not divisible by the "
+                f"data-parallel size {parallel} (mesh data={sizes['data']} x fsdp={sizes['fsdp']})"
+            )
+        for field in ("vocab_size", "num_classes", "max_len"):
+            if field in config.data and config.data[field] > model[field]:
+                raise ValueError(
+                    f"model.{field}: {model[field]} is smaller than data.{field} = {config.data[field]}"
+                )
+        trainable_filter(nnx.Module(), config.train.trainable)  # a bad regex fails here
+    except ConfigError:
+        raise
+    except (ValueError, TypeError, KeyError) as error:
+        raise ConfigError(str(error).strip().splitlines()[0]) from None
+    return model
+
+
+def _first_difference(old, new, prefix: str = "") -> str:
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new)):
+            if old.get(key) != new.get(key):
+                return _first_difference(old.get(key), new.get(key), f"{prefix}{key}.")
+    return f"{prefix.rstrip('.')}: {old!r} -> {new!r}"
+
+
+def _check_workdir(workdir: Path, config_dict: dict, force: bool) -> None:
+    """Refuse a workdir that holds a run of another config, unless ``force`` (then clear it)."""
+    path = workdir / "config.json"
+    if not path.exists():
+        return
+    old = json.loads(path.read_text())
+    if old == config_dict:
+        return
+    if not force:
+        raise ConfigError(
+            f"workdir {workdir} holds a run of a different config "
+            f"({_first_difference(old, config_dict)}); use --force to replace it, or another --workdir"
+        )
+    if jax.process_index() == 0:
+        for name in RUN_FILES:
+            target = workdir / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+
+
+def _fingerprint(params: nnx.State) -> str:
+    """SHA-256 of all parameter bytes (gathered from every process), to compare runs bitwise."""
+    digest = hashlib.sha256()
+    for path, value in sorted(nnx.to_flat_state(params), key=lambda item: str(item[0])):
+        array = value.get_value() if isinstance(value, nnx.Variable) else value
+        if jax.process_count() > 1:
+            array = multihost_utils.process_allgather(array, tiled=True)
+        digest.update(str(path).encode())
+        digest.update(np.asarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def _evaluate(eval_step, state, config, mesh, rows) -> dict[str, float]:
+    source = data.make_source(
+        config.data, split="eval", batch_size=config.train.batch_size, rows=rows, seed=config.seed
+    )
+    results = [
+        eval_step(state, sharding.place_batch(next(source), mesh, config.train.batch_size))
+        for _ in range(config.train.eval_batches)
+    ]
+    return {f"eval_{key}": float(np.mean([float(r[key]) for r in results])) for key in results[0]}
+
+
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str | Path, *, force: bool = False
+) -> dict:
+    """Train ``config`` in ``workdir`` (resuming if it holds this run) and return the summary."""
+    model_config = validate(config)
+    workdir = Path(workdir)
+    config_dict = json.loads(config.to_json_best_effort(sort_keys=True))
+    _check_workdir(workdir, config_dict, force)
+
+    train_cfg, batch_size = config.train, config.train.batch_size
+    mesh = sharding.make_mesh(config.mesh)
+    if jax.process_index() == 0:
+        workdir.mkdir(parents=True, exist_ok=True)
+    write_json(workdir / "config.json", config_dict)
+
+    rngs = nnx.Rngs(params=config.seed, dropout=config.seed + 1, features=config.seed + 2)
+    model = build_encoder(model_config, rngs=rngs)
+    wrt = trainable_filter(model, train_cfg.trainable)
+    params = count_params(model, train_cfg.trainable)
+    flops_per_step = 6 * macs_per_token(model) * batch_size * config.data.max_len
+    optimizer = nnx.Optimizer(model, step.make_optimizer(train_cfg), wrt=wrt)
+    model.eval()
+    eval_graphdef, _ = nnx.split((model, optimizer))
+    model.train()
+    graphdef, state = nnx.split((model, optimizer))
+    state_sharding = sharding.state_shardings(state, mesh)
+    state = jax.device_put(state, state_sharding)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    batch_sharding = sharding.batch_sharding(mesh)
+    train_step = step.TrainStep(graphdef, wrt, state_sharding, batch_sharding, replicated)
+    eval_step = step.make_eval_step(eval_graphdef, state_sharding, batch_sharding, replicated)
+
+    rows = sharding.local_rows(mesh, batch_size)
+    source = data.make_source(
+        config.data, split="train", batch_size=batch_size, rows=rows, seed=config.seed
+    )
+    checkpointer = Checkpointer(workdir / "checkpoints", keep=train_cfg.keep_checkpoints)
+    start = 0
+    restored = checkpointer.restore_latest(state)
+    if restored is not None:
+        start, state, data_state = restored
+        source.set_state(data_state)
+
+    schedule = step.make_schedule(train_cfg)
+    peak_flops = train_cfg.peak_flops or matmul_peak_flops()
+    kill_at = int(os.environ.get(KILL_AT_STEP, "-1"))
+    writer = MetricsWriter(workdir, total_steps=train_cfg.steps, start_step=start)
+    last_saved = start if restored is not None else None
+    try:
+        for index in range(start, train_cfg.steps):
+            batch = sharding.place_batch(next(source), mesh, batch_size)
+            began = time.perf_counter()
+            state, metrics = train_step(state, batch)
+            jax.block_until_ready((state, metrics))
+            seconds = time.perf_counter() - began
+            if index > start:  # the first call compiles
+                writer.step_time(seconds)
+            loss = float(metrics["loss"])
+            done = index + 1
+            if not math.isfinite(loss):
+                raise NonFiniteLossError(
+                    f"non-finite loss ({loss}) at step {done}; stopped without saving it "
+                    f"(last checkpoint: {last_saved if last_saved is not None else 'none'})"
+                )
+            writer.advance()
+            record = {}
+            if done % train_cfg.log_every == 0 or done == train_cfg.steps:
+                record = {
+                    "loss": loss,
+                    "accuracy": float(metrics["accuracy"]),
+                    "grad_norm": float(metrics["grad_norm"]),
+                    "learning_rate": float(schedule(index)),
+                    "step_time_s": seconds,
+                    "tokens_per_s": batch_size * config.data.max_len / seconds,
+                    "mfu": flops_per_step / seconds / peak_flops,
+                }
+            if (
+                train_cfg.eval_every and done % train_cfg.eval_every == 0
+            ) or done == train_cfg.steps:
+                record.update(_evaluate(eval_step, state, config, mesh, rows))
+            if record:
+                writer.write(done, record)
+            if done % train_cfg.checkpoint_every == 0 or done == train_cfg.steps:
+                checkpointer.save(done, state, source.get_state())
+                last_saved = done
+            if done == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+    finally:
+        checkpointer.close()
+        writer.close()
+
+    final_model, _ = nnx.merge(graphdef, state)
+    summary = _summary(workdir, config, params, writer, train_step, peak_flops, mesh)
+    summary["params_sha256"] = _fingerprint(nnx.state(final_model, nnx.Param))
+    write_json(workdir / "summary.json", summary)
+    return summary
+
+
+def _summary(workdir, config, params, writer, train_step, peak_flops, mesh) -> dict:
+    records = []
+    if (workdir / "metrics.jsonl").exists():
+        records = [
+            json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()
+        ]
+    evals = [r for r in records if "eval_accuracy" in r]
+    memory, memory_source = peak_memory_bytes()
+    return {
+        "final_step": config.train.steps,
+        "final_train_loss": next((r["loss"] for r in reversed(records) if "loss" in r), None),
+        "final_eval_accuracy": evals[-1]["eval_accuracy"] if evals else None,
+        "best_eval_accuracy": max((r["eval_accuracy"] for r in evals), default=None),
+        "params_total": params["total"],
+        "params_trainable": params["trainable"],
+        "params_lora": params["lora"],
+        "median_step_time_s": writer.median_step_time(),
+        "peak_memory_bytes": memory,
+        "peak_memory_source": memory_source,
+        "peak_flops": peak_flops,
+        "step_traces": train_step.traces,
+        "device": jax.devices()[0].device_kind,
+        "num_devices": jax.device_count(),
+        "num_processes": jax.process_count(),
+        "mesh": dict(mesh.shape),
+    }
