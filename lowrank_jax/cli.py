@@ -1,6 +1,7 @@
 """The ``lowrank-jax`` command line.
 
-    lowrank-jax train --config configs/tiny.py:runlocal --workdir runs/tiny [--config.train.steps=200]
+    lowrank-jax train --config configs/tiny.py:runlocal --workdir runs/tiny \
+        [--config.train.steps=200]
     lowrank-jax demo [--quick]
 
 Bad input (an unknown config key, a wrong type, a bad rank or kind, a batch
@@ -16,8 +17,9 @@ import sys
 
 from lowrank_jax import __version__
 
-TRAIN_HELP = """usage: lowrank-jax train --config FILE[:ARGS] --workdir DIR [--config.FIELD=VALUE ...]
-                         [--force] [--coordinator_address HOST:PORT --num_processes N --process_id I]
+TRAIN_HELP = """\
+usage: lowrank-jax train --config FILE[:ARGS] --workdir DIR [--config.FIELD=VALUE ...]
+         [--force] [--coordinator_address HOST:PORT --num_processes N --process_id I]
 
 Train (or resume) the config's run in DIR.
 

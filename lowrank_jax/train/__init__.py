@@ -1,1 +1,1 @@
-"""Training: one trainer (``trainer.train_and_evaluate``), one jitted step, sharding, checkpoints, metrics."""
+"""Training: one trainer, one jitted step, sharding, checkpoints, metrics."""

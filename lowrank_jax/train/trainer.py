@@ -73,7 +73,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         for field in ("vocab_size", "num_classes", "max_len"):
             if field in config.data and config.data[field] > model[field]:
                 raise ValueError(
-                    f"model.{field}: {model[field]} is smaller than data.{field} = {config.data[field]}"
+                    f"model.{field}: {model[field]} is smaller than "
+                    f"data.{field} = {config.data[field]}"
                 )
         trainable_filter(nnx.Module(), config.train.trainable)  # a bad regex fails here
     except ConfigError:
@@ -102,7 +103,8 @@ def _check_workdir(workdir: Path, config_dict: dict, force: bool) -> None:
     if not force:
         raise ConfigError(
             f"workdir {workdir} holds a run of a different config "
-            f"({_first_difference(old, config_dict)}); use --force to replace it, or another --workdir"
+            f"({_first_difference(old, config_dict)}); "
+            "use --force to replace it, or another --workdir"
         )
     if jax.process_index() == 0:
         for name in RUN_FILES:
