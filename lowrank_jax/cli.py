@@ -13,6 +13,8 @@ without touching the workdir. A non-finite loss exits with code 3.
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import re
 import sys
 
 from lowrank_jax import __version__
@@ -55,14 +57,66 @@ def _fail(message: str, code: int = 2) -> int:
     return code
 
 
-def _parse_train_flags(argv: list[str]):
-    """absl + ml_collections flags for ``train``; ``ConfigError`` on any bad value."""
+def _one_line(error: BaseException) -> str:
+    """The informative line of an absl / ml_collections error (they nest tracebacks)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    raised = [line for line in lines if re.match(r"^[\w.]*(Error|Exception): ", line)]
+    if raised:
+        return raised[-1].split(": ", 1)[1]
+    errno = [line for line in lines if "[Errno" in line]
+    if errno:
+        return errno[-1]
+    return lines[0] if lines else type(error).__name__
+
+
+def _unknown_override(argv: list[str], config) -> str | None:
+    """Name the first ``--config.a.b`` override whose path the config lacks."""
+    for arg in argv:
+        match = re.match(r"^--config\.([\w.]+)", arg)
+        if not match:
+            continue
+        node, walked = config, []
+        for key in match.group(1).split("."):
+            if not hasattr(node, "keys") or key not in node:
+                valid = ", ".join(sorted(node.keys())) if hasattr(node, "keys") else "(none)"
+                where = ".".join(["config", *walked])
+                return f"--{where}.{key}: unknown field; valid fields of {where}: {valid}"
+            node, walked = node[key], [*walked, key]
+    return None
+
+
+def _unknown_override_in(argv: list[str]) -> str | None:
+    """Load the config file without overrides and name an override that has no field.
+
+    (absl cannot do it: ml_collections reads the overrides from ``sys.argv`` itself.)
+    """
+    if not any(arg.startswith("--config.") for arg in argv):
+        return None
+    spec = next(
+        (
+            argv[i + 1] if arg == "--config" and i + 1 < len(argv) else arg.split("=", 1)[1]
+            for i, arg in enumerate(argv)
+            if arg == "--config" or arg.startswith("--config=")
+        ),
+        None,
+    )
+    if not spec:
+        return None
+    path, _, arg = spec.partition(":")
+    try:
+        module_spec = importlib.util.spec_from_file_location("_lowrank_config", path)
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+        config = module.get_config(arg) if arg else module.get_config()
+    except Exception:
+        return None
+    return _unknown_override(argv, config)
+
+
+def _define_flags(values) -> None:
     from absl import flags
     from ml_collections import config_flags
 
-    from lowrank_jax.config import ConfigError
-
-    values = flags.FlagValues()
     config_flags.DEFINE_config_file(
         "config", None, "config file", flag_values=values, lock_config=True
     )
@@ -71,17 +125,23 @@ def _parse_train_flags(argv: list[str]):
     flags.DEFINE_string("coordinator_address", None, "host:port of process 0", flag_values=values)
     flags.DEFINE_integer("num_processes", None, "number of processes", flag_values=values)
     flags.DEFINE_integer("process_id", None, "this process's index", flag_values=values)
+
+
+def _parse_train_flags(argv: list[str]):
+    """absl + ml_collections flags for ``train``; ``ConfigError`` (one line) on any bad value."""
+    from absl import flags
+
+    from lowrank_jax.config import ConfigError
+
+    values = flags.FlagValues()
+    _define_flags(values)
     try:
         values(["lowrank-jax train", *argv])
         config = values.config
-    except ConfigError:
-        raise
-    except Exception as error:  # absl / ml_collections report bad flags in many types
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        cause = error.__cause__ or error.__context__
-        if isinstance(cause, ConfigError):
-            message = str(cause)
-        raise ConfigError(message) from None
+        if config is not None:
+            config.keys()  # a config file that failed to load raises only when used
+    except Exception as error:  # absl / ml_collections report bad values in many types
+        raise ConfigError(_unknown_override_in(argv) or _one_line(error)) from None
     if config is None:
         raise ConfigError("--config: required, e.g. --config configs/tiny.py:runlocal")
     if not values.workdir:

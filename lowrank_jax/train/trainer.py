@@ -15,6 +15,7 @@ import math
 import os
 import shutil
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -82,6 +83,11 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     except (ValueError, TypeError, KeyError) as error:
         raise ConfigError(str(error).strip().splitlines()[0]) from None
     return model
+
+
+def _say(message: str) -> None:
+    if jax.process_index() == 0:
+        print(message, file=sys.stderr, flush=True)
 
 
 def _first_difference(old, new, prefix: str = "") -> str:
@@ -180,6 +186,11 @@ def train_and_evaluate(
     if restored is not None:
         start, state, data_state = restored
         source.set_state(data_state)
+        summary_path = workdir / "summary.json"
+        if start == train_cfg.steps and summary_path.exists():  # finished: nothing to redo
+            checkpointer.close()
+            return json.loads(summary_path.read_text())
+        _say(f"resuming {workdir} from step {start}")
 
     schedule = step.make_schedule(train_cfg)
     peak_flops = train_cfg.peak_flops or matmul_peak_flops()
@@ -231,6 +242,7 @@ def train_and_evaluate(
 
     final_model, _ = nnx.merge(graphdef, state)
     summary = _summary(workdir, config, params, writer, train_step, peak_flops, mesh)
+    summary["resumed_from_step"] = start
     summary["params_sha256"] = _fingerprint(nnx.state(final_model, nnx.Param))
     write_json(workdir / "summary.json", summary)
     return summary
