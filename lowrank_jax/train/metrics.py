@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 def matmul_peak_flops() -> float:
     """FLOP/s of a large square matmul on the first device: the MFU denominator."""
-    gpu = jax.devices()[0].platform != "cpu"
+    gpu = jax.local_devices()[0].platform != "cpu"
     n, dtype = (8192, jnp.bfloat16) if gpu else (1024, jnp.float32)
     a = jnp.ones((n, n), dtype)
     matmul = jax.jit(lambda a: a @ a)
@@ -36,7 +36,7 @@ def matmul_peak_flops() -> float:
 
 def peak_memory_bytes() -> tuple[int, str]:
     """Peak device memory where the backend reports it, else the process's peak RSS."""
-    stats = jax.devices()[0].memory_stats() or {}
+    stats = jax.local_devices()[0].memory_stats() or {}
     if "peak_bytes_in_use" in stats:
         return int(stats["peak_bytes_in_use"]), "device"
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "host_rss"

@@ -90,6 +90,25 @@ def state_shardings(state: nnx.State, mesh: Mesh):
     return jax.tree.map(one, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
+def put_global(tree, shardings):
+    """Place values that every process holds identically as global arrays.
+
+    ``jax.device_put`` cannot target devices of other processes; each process
+    here fills its own shards from its copy.
+    """
+
+    def one(x, sharding):
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):  # typed keys: place their data
+            placed = one(jax.random.key_data(x), sharding)
+            return jax.random.wrap_key_data(placed, impl=jax.random.key_impl(x))
+        host = np.asarray(x)
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+    leaves, treedef = jax.tree.flatten(tree)
+    placements = jax.tree.leaves(shardings)  # a prefix tree: one sharding per variable
+    return jax.tree.unflatten(treedef, [one(x, s) for x, s in zip(leaves, placements, strict=True)])
+
+
 def batch_sharding(mesh: Mesh) -> NamedSharding:
     """Batches: leading axis over data x fsdp."""
     return NamedSharding(mesh, PartitionSpec(BATCH_AXES))

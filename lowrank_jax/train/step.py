@@ -105,7 +105,7 @@ class TrainStep:
                 loss_fn, argnums=nnx.DiffState(0, wrt), has_aux=True
             )(model)
             optimizer.update(model, grads)
-            metrics = {"loss": loss, "accuracy": accuracy, "grad_norm": optax.global_norm(grads)}
+            metrics = {"loss": loss, "accuracy": accuracy, "grad_norm": optax.tree.norm(grads)}
             return nnx.state((model, optimizer)), metrics
 
         self._step = jax.jit(

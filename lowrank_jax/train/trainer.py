@@ -170,7 +170,7 @@ def train_and_evaluate(
     model.train()
     graphdef, state = nnx.split((model, optimizer))
     state_sharding = sharding.state_shardings(state, mesh)
-    state = jax.device_put(state, state_sharding)
+    state = sharding.put_global(state, state_sharding)
     replicated = NamedSharding(mesh, PartitionSpec())
     batch_sharding = sharding.batch_sharding(mesh)
     train_step = step.TrainStep(graphdef, wrt, state_sharding, batch_sharding, replicated)

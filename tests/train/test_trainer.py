@@ -1,0 +1,307 @@
+"""End-to-end training: the CLI, meshes, several processes, kill and resume, bad input, NaN.
+
+One reference run (1 CPU device, in a subprocess) is shared by the tests that
+compare against it.
+"""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from lowrank_jax import cli
+from lowrank_jax.config import ConfigError
+from lowrank_jax.train.checkpoint import Checkpointer
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = f"{ROOT}/configs/tiny.py:runlocal"
+STEPS = 12
+COMMON = [
+    f"--config.train.steps={STEPS}",
+    "--config.train.log_every=1",
+    "--config.train.eval_every=0",
+    "--config.train.checkpoint_every=4",
+    "--config.train.peak_flops=1e12",
+]
+
+
+def _env(devices: int, **extra) -> dict:
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env.update(extra)
+    return env
+
+
+def _run(workdir, *args, devices=1, env=None, check=True, config=CONFIG):
+    command = [
+        sys.executable,
+        "-m",
+        "lowrank_jax.cli",
+        "train",
+        "--config",
+        config,
+        "--workdir",
+        str(workdir),
+    ]
+    result = subprocess.run(
+        [*command, *COMMON, *args],
+        env=env or _env(devices),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if check and result.returncode:
+        raise AssertionError(f"exit {result.returncode}\n{result.stderr[-3000:]}")
+    return result
+
+
+def _losses(workdir) -> np.ndarray:
+    records = [
+        json.loads(line) for line in (Path(workdir) / "metrics.jsonl").read_text().splitlines()
+    ]
+    return np.array([r["loss"] for r in records if "loss" in r])
+
+
+def _summary(workdir) -> dict:
+    return json.loads((Path(workdir) / "summary.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("reference")
+    _run(workdir)
+    return workdir
+
+
+def test_cli_run_writes_the_run_files(reference):
+    for name in ("config.json", "metrics.jsonl", "summary.json", "tensorboard", "checkpoints"):
+        assert (reference / name).exists(), name
+    summary = _summary(reference)
+    assert summary["step_traces"] == 1  # the jitted step compiled once for the whole run
+    assert summary["final_step"] == STEPS and summary["params_total"] == summary["params_trainable"]
+    records = [json.loads(line) for line in (reference / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(1, STEPS + 1))
+    for key in ("loss", "accuracy", "learning_rate", "step_time_s", "tokens_per_s", "mfu"):
+        assert key in records[-1]
+    assert "eval_accuracy" in records[-1]
+    assert sorted(os.listdir(reference / "checkpoints")) == ["12", "8"]  # keep 2
+
+
+@pytest.mark.parametrize("mesh", [{"data": 8}, {"data": 4, "tensor": 2}, {"data": 1, "fsdp": 8}])
+def test_meshes_give_the_single_device_loss_curve(reference, tmp_path, mesh):
+    from lowrank_jax.train.trainer import train_and_evaluate
+
+    config = _config()
+    for axis in ("data", "fsdp", "tensor"):
+        config.mesh[axis] = mesh.get(axis, 1)
+    train_and_evaluate(config, tmp_path)
+    np.testing.assert_allclose(_losses(tmp_path), _losses(reference), rtol=2e-4, atol=2e-5)
+
+
+def _config():
+    sys.path.insert(0, str(ROOT / "configs"))
+    try:
+        import tiny
+    finally:
+        sys.path.pop(0)
+    config = tiny.get_config("runlocal")
+    config.train.update(steps=STEPS, log_every=1, eval_every=0, checkpoint_every=4, peak_flops=1e12)
+    return config
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_over_gloo_match_one_process(reference, tmp_path):
+    address = f"localhost:{_free_port()}"
+    command = [
+        sys.executable,
+        "-m",
+        "lowrank_jax.cli",
+        "train",
+        "--config",
+        CONFIG,
+        "--workdir",
+        str(tmp_path),
+    ]
+    processes = [
+        subprocess.Popen(
+            [
+                *command,
+                *COMMON,
+                f"--coordinator_address={address}",
+                "--num_processes=2",
+                f"--process_id={i}",
+            ],
+            env=_env(2),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outputs = [p.communicate(timeout=300) for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], [out[1][-2000:] for out in outputs]
+    summary = _summary(tmp_path)
+    assert summary["num_processes"] == 2 and summary["num_devices"] == 4
+    np.testing.assert_allclose(_losses(tmp_path), _losses(reference), rtol=2e-4, atol=2e-5)
+
+
+def test_sigkill_and_resume_is_bitwise_identical(reference, tmp_path):
+    killed = _run(tmp_path, env=_env(1, LOWRANK_JAX_KILL_AT_STEP="9"), check=False)
+    assert killed.returncode == -9
+    assert not (tmp_path / "summary.json").exists()
+    resumed = _run(tmp_path)
+    assert "resuming" in resumed.stderr
+    summary = _summary(tmp_path)
+    assert summary["resumed_from_step"] in (4, 8)
+    assert summary["params_sha256"] == _summary(reference)["params_sha256"]
+    assert len(_losses(tmp_path)) == STEPS  # lines after the checkpoint were rewritten, not doubled
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_the_previous(reference, tmp_path):
+    workdir = tmp_path / "run"
+    shutil.copytree(reference, workdir)
+    (workdir / "summary.json").unlink()
+    for path in (workdir / "checkpoints" / "12").rglob("*"):
+        if path.is_file():
+            path.write_bytes(b"corrupt")
+    result = _run(workdir)
+    assert "does not restore" in result.stderr and "resuming" in result.stderr
+    summary = _summary(workdir)
+    assert summary["resumed_from_step"] == 8
+    assert summary["params_sha256"] == _summary(reference)["params_sha256"]
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    result = _run(
+        tmp_path,
+        "--config.train.learning_rate=1e30",
+        "--config.train.warmup_steps=2",
+        "--config.train.checkpoint_every=1",
+        check=False,
+    )
+    assert result.returncode == 3
+    last = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(last) == 1 and "non-finite loss" in last[0]
+    saved = int(last[0].rsplit("last checkpoint: ", 1)[1].rstrip(")"))
+    assert max(int(p.name) for p in (tmp_path / "checkpoints").iterdir()) == saved
+    assert not (tmp_path / "summary.json").exists()
+    # the kept checkpoint restores, with finite parameters
+    config = _config()
+    like = _fresh_state(config)
+    step, state, data_state = Checkpointer(tmp_path / "checkpoints", keep=2).restore_latest(like)
+    assert step == saved and data_state == {"step": saved}
+    assert all(
+        np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state) if x.dtype.kind == "f"
+    )
+
+
+def _fresh_state(config):
+    """A 1-device (model, optimizer) state of ``config``, as the trainer builds it."""
+    from flax import nnx
+
+    from lowrank_jax.models import build_encoder
+    from lowrank_jax.train import sharding, step
+
+    config.mesh.data = 1
+    model = build_encoder(config.model, rngs=nnx.Rngs(0))
+    optimizer = nnx.Optimizer(model, step.make_optimizer(config.train), wrt=nnx.Param)
+    _, state = nnx.split((model, optimizer))
+    mesh = jax.make_mesh((1, 1, 1), sharding.MESH_AXES, devices=jax.devices()[:1])
+    return sharding.put_global(state, sharding.state_shardings(state, mesh))
+
+
+BAD = [
+    (["--config.train.stepz=3"], "--config.train.stepz: unknown field"),
+    (["--config.train.steps=abc"], "--config.train.steps=abc"),
+    (
+        ["--config.model.ffn.dense.kind=factorized", "--config.model.ffn.dense.rank=0"],
+        "model.ffn.dense.rank must be an integer in [1, 32]",
+    ),
+    (
+        ["--config.model.ffn.dense.kind=factorized", "--config.model.ffn.dense.rank=1000"],
+        "got 1000",
+    ),
+    (
+        ["--config.model.attention.kind=flash"],
+        "model.attention.kind: unknown value 'flash'; valid: linformer, performer, softmax",
+    ),
+    (
+        ["--config.model.attention.dense.kind=lowrank"],
+        "model.attention.dense.kind: unknown value 'lowrank'",
+    ),
+    (
+        ["--config.train.batch_size=30"],
+        "train.batch_size: 30 is not divisible by the data-parallel size 8",
+    ),
+    (["--config.mesh.data=3"], "mesh: data=3 x fsdp=1 x tensor=1 does not fit the 8 devices"),
+    (["--config.data.name=nope"], "data.name: unknown dataset 'nope'; valid: synthetic"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), BAD)
+def test_bad_input_one_line_exit_2_workdir_untouched(tmp_path, monkeypatch, capsys, args, message):
+    workdir = tmp_path / "run"
+    argv = ["train", "--config", CONFIG, "--workdir", str(workdir), *args]
+    monkeypatch.setattr(
+        sys, "argv", ["lowrank-jax", *argv]
+    )  # ml_collections reads overrides from sys.argv
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+    assert not workdir.exists()
+
+
+def test_bad_config_args_and_missing_file(tmp_path, monkeypatch, capsys):
+    for spec, message in [
+        (f"{ROOT}/configs/tiny.py:attention=flash", "unknown value 'flash'"),
+        (
+            f"{ROOT}/configs/tiny.py:bogus=1",
+            "config arg 'bogus': unknown; valid: attention, lora, rank, runlocal",
+        ),
+        (f"{ROOT}/configs/tiny.py:rank=1000", "got 1000"),
+        (f"{ROOT}/configs/nope.py", "No such file or directory"),
+    ]:
+        argv = ["train", "--config", spec, "--workdir", str(tmp_path / "run")]
+        monkeypatch.setattr(sys, "argv", ["lowrank-jax", *argv])
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "run").exists()
+
+
+def test_workdir_with_another_config_is_refused_unless_forced(
+    reference, tmp_path, monkeypatch, capsys
+):
+    workdir = tmp_path / "run"
+    shutil.copytree(reference, workdir)
+    before = {p: p.stat().st_mtime_ns for p in workdir.rglob("*")}
+    argv = [
+        "train",
+        "--config",
+        CONFIG,
+        "--workdir",
+        str(workdir),
+        *COMMON,
+        "--config.train.steps=13",
+    ]
+    monkeypatch.setattr(sys, "argv", ["lowrank-jax", *argv])
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds a run of a different config (train.steps: 12 -> 13)" in err[0]
+    assert {p: p.stat().st_mtime_ns for p in workdir.rglob("*")} == before
+    with pytest.raises(ConfigError):  # the same check, in the library
+        from lowrank_jax.train.trainer import _check_workdir
+
+        _check_workdir(workdir, {"different": True}, force=False)
