@@ -1,0 +1,58 @@
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from lowrank_jax.config import train_defaults
+from lowrank_jax.models import build_encoder, default_config
+from lowrank_jax.surgery import trainable_filter
+from lowrank_jax.train import step
+
+
+def _train(**changes):
+    cfg = train_defaults().train
+    cfg.update({"steps": 100, "warmup_steps": 10, "learning_rate": 1.0, **changes})
+    return cfg
+
+
+def test_schedules():
+    cosine = step.make_schedule(_train())
+    assert float(cosine(0)) == 0.0 and float(cosine(10)) == pytest.approx(1.0)
+    assert float(cosine(100)) == pytest.approx(0.0, abs=1e-6) and 0 < float(cosine(55)) < 1
+    rsqrt = step.make_schedule(_train(schedule="rsqrt"))
+    assert float(rsqrt(10)) == pytest.approx(1.0) and float(rsqrt(40)) == pytest.approx(0.5)
+    assert float(step.make_schedule(_train(schedule="constant"))(70)) == pytest.approx(1.0)
+
+
+def test_validate_names_fields():
+    with pytest.raises(ValueError, match=r"train\.schedule: unknown 'linear'"):
+        step.validate(_train(schedule="linear"))
+    with pytest.raises(ValueError, match=r"train.steps must be an integer in \[1,"):
+        step.validate(_train(steps=0))
+    with pytest.raises(ValueError, match=r"train\.learning_rate: must be >= 0"):
+        step.validate(_train(learning_rate=-1.0))
+
+
+def test_only_the_trainable_subset_gets_optimizer_state():
+    cfg = default_config()
+    cfg.update(vocab_size=20, max_len=8, dim=16, heads=2)
+    cfg.ffn.dim = 32
+    cfg.lora.rank = 2
+    model = build_encoder(cfg, rngs=nnx.Rngs(0))
+    wrt = trainable_filter(model, "lora")
+    optimizer = nnx.Optimizer(model, step.make_optimizer(_train()), wrt=wrt)
+    moments = nnx.state(optimizer, nnx.OptVariable)
+    sizes = sum(x.size for x in jax.tree.leaves(moments))
+    lora = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.LoRAParam)))
+    assert sizes == 2 * lora  # Adam's mu and nu, for the LoRA parameters only
+
+
+def test_weight_decay_only_on_matrices():
+    tx = step.make_optimizer(
+        _train(schedule="constant", warmup_steps=0, weight_decay=0.5, grad_clip=0.0)
+    )
+    params = {"w": np.ones((2, 2), np.float32), "b": np.ones((2,), np.float32)}
+    zeros = jax.tree.map(np.zeros_like, params)  # no gradient: only decay can move a parameter
+    updates, _ = tx.update(zeros, tx.init(params), params)
+    np.testing.assert_allclose(updates["w"], -0.5 * np.ones((2, 2)))  # -lr * weight_decay * w
+    np.testing.assert_array_equal(updates["b"], np.zeros(2))
