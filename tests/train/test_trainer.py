@@ -4,12 +4,14 @@ One reference run (1 CPU device, in a subprocess) is shared by the tests that
 compare against it.
 """
 
+import atexit
 import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import jax
@@ -32,8 +34,18 @@ COMMON = [
 ]
 
 
+# Subprocess runs share compiled programs (the same step compiles once for the module).
+CACHE = tempfile.mkdtemp(prefix="lowrank-jax-test-cache-")
+atexit.register(shutil.rmtree, CACHE, True)
+
+
 def _env(devices: int, **extra) -> dict:
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
+    env.update(
+        JAX_COMPILATION_CACHE_DIR=CACHE,
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+        JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1",
+    )
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     env.update(extra)
     return env
