@@ -173,6 +173,10 @@ def train(argv: list[str]) -> int:
             return _fail(str(error), code=3)
     except ConfigError as error:
         return _fail(str(error))
+    import jax
+
+    if jax.process_index():
+        return 0
     accuracy = summary["final_eval_accuracy"]
     print(
         f"done: {values.workdir}: eval accuracy {accuracy:.4f}, "
