@@ -318,3 +318,18 @@ def test_workdir_with_another_config_is_refused_unless_forced(
         from lowrank_jax.train.trainer import _check_workdir
 
         _check_workdir(workdir, {"different": True}, force=False)
+
+
+def test_lora_only_bf16_performer_run(tmp_path):
+    from lowrank_jax.train.trainer import train_and_evaluate
+
+    config = _config()
+    config.model.lora.rank = 2
+    config.model.attention.kind = "performer"
+    config.model.attention.performer.redraw = "step"
+    config.model.dtype = "bfloat16"
+    config.train.update(steps=3, trainable="lora")
+    config.mesh.data = 8
+    summary = train_and_evaluate(config, tmp_path)
+    assert summary["params_trainable"] == summary["params_lora"] > 0
+    assert summary["step_traces"] == 1 and np.isfinite(_losses(tmp_path)).all()
