@@ -32,16 +32,16 @@ data:
 
 # Lint first (seconds), then the suite: doctests and tests, slow ones excluded.
 test: setup
-	$(BIN)/ruff check lowrank_jax tests benchmarks
-	$(BIN)/ruff format --check lowrank_jax tests benchmarks
+	$(BIN)/ruff check lowrank_jax tests benchmarks configs
+	$(BIN)/ruff format --check lowrank_jax tests benchmarks configs
 	$(BIN)/python -m pytest -q -n 2
 
 demo: setup
 	$(BIN)/lowrank-jax demo
 
 format: setup
-	$(BIN)/ruff format lowrank_jax tests benchmarks
-	$(BIN)/ruff check --fix lowrank_jax tests benchmarks
+	$(BIN)/ruff format lowrank_jax tests benchmarks configs
+	$(BIN)/ruff check --fix lowrank_jax tests benchmarks configs
 
 bench-quick: setup
 	$(BIN)/python benchmarks/factorized_dense.py --quick

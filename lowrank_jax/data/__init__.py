@@ -11,9 +11,22 @@ from __future__ import annotations
 
 import numpy as np
 
-from lowrank_jax.data import synthetic
+from lowrank_jax.data import listops, pipeline, synthetic
 
-DATASETS = {"synthetic": (synthetic.validate, synthetic.SyntheticSource)}
+
+def _validate_listops(cfg) -> None:
+    if cfg.max_len < 2:
+        raise ValueError(f"data.max_len: must be at least 2, got {cfg.max_len}")
+    if cfg.eval_split not in ("validation", "test"):
+        raise ValueError(f"data.eval_split: must be validation or test, got {cfg.eval_split!r}")
+
+
+DATASETS = {
+    "synthetic": (synthetic.validate, synthetic.SyntheticSource),
+    "listops": (_validate_listops, pipeline.GrainSource),
+    "listops_small": (_validate_listops, pipeline.GrainSource),
+}
+VOCAB_SIZES = {"listops": len(listops.VOCAB), "listops_small": len(listops.VOCAB)}
 
 
 def check(data_config) -> None:

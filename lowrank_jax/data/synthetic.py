@@ -37,7 +37,13 @@ class SyntheticSource:
     """Iterator over this process's rows of the global batches, from a step on."""
 
     def __init__(self, cfg, *, split: str, batch_size: int, rows: np.ndarray, seed: int):
-        self.cfg, self.split, self.batch_size, self.rows, self.seed = cfg, split, batch_size, rows, seed
+        self.cfg, self.split, self.batch_size, self.rows, self.seed = (
+            cfg,
+            split,
+            batch_size,
+            rows,
+            seed,
+        )
         self.step = 0
 
     def __iter__(self):
@@ -63,4 +69,6 @@ def validate(cfg) -> None:
             f"got {cfg.num_classes}"
         )
     if not 1 <= cfg.min_len <= cfg.max_len:
-        raise ValueError(f"data.min_len: must be in [1, data.max_len = {cfg.max_len}], got {cfg.min_len}")
+        raise ValueError(
+            f"data.min_len: must be in [1, data.max_len = {cfg.max_len}], got {cfg.min_len}"
+        )

@@ -5,7 +5,9 @@ import pytest
 from lowrank_jax import data
 from lowrank_jax.data import synthetic
 
-CFG = ml_collections.ConfigDict({"name": "synthetic", "vocab_size": 32, "num_classes": 4, "max_len": 24, "min_len": 8})
+CFG = ml_collections.ConfigDict(
+    {"name": "synthetic", "vocab_size": 32, "num_classes": 4, "max_len": 24, "min_len": 8}
+)
 
 
 def test_batches_are_deterministic_padded_and_labelled_correctly():
@@ -13,7 +15,9 @@ def test_batches_are_deterministic_padded_and_labelled_correctly():
     again = synthetic.make_batch(0, "train", 5, 16, CFG)
     for key in batch:
         np.testing.assert_array_equal(batch[key], again[key])
-    assert not np.array_equal(batch["tokens"], synthetic.make_batch(0, "eval", 5, 16, CFG)["tokens"])
+    assert not np.array_equal(
+        batch["tokens"], synthetic.make_batch(0, "eval", 5, 16, CFG)["tokens"]
+    )
     tokens, mask = batch["tokens"], batch["mask"]
     assert (tokens[~mask] == 0).all() and (tokens[mask] > 0).all() and (mask.sum(1) >= 8).all()
     for row, label in zip(tokens, batch["label"], strict=True):
@@ -26,7 +30,9 @@ def test_source_rows_and_state():
     source = data.make_source(CFG, split="train", batch_size=4, rows=rows, seed=1)
     first = next(source)
     assert first["tokens"].shape == (2, 24)
-    np.testing.assert_array_equal(first["tokens"], synthetic.make_batch(1, "train", 0, 4, CFG)["tokens"][2:])
+    np.testing.assert_array_equal(
+        first["tokens"], synthetic.make_batch(1, "train", 0, 4, CFG)["tokens"][2:]
+    )
     next(source)
     state = source.get_state()
     third = next(source)
@@ -35,7 +41,12 @@ def test_source_rows_and_state():
 
 
 def test_check_names_fields():
-    with pytest.raises(ValueError, match="data.name: unknown dataset 'lra'; valid: synthetic"):
+    with pytest.raises(
+        ValueError,
+        match=r"data\.name: unknown dataset 'lra'; valid: listops, listops_small, synthetic",
+    ):
         data.check(ml_collections.ConfigDict({**CFG.to_dict(), "name": "lra"}))
-    with pytest.raises(ValueError, match=r"data.num_classes: must be in \[2, data.vocab_size - 2\]"):
+    with pytest.raises(
+        ValueError, match=r"data.num_classes: must be in \[2, data.vocab_size - 2\]"
+    ):
         data.check(ml_collections.ConfigDict({**CFG.to_dict(), "num_classes": 31}))

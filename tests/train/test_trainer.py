@@ -259,7 +259,10 @@ BAD = [
         "train.batch_size: 30 is not divisible by the data-parallel size 8",
     ),
     (["--config.mesh.data=3"], "mesh: data=3 x fsdp=1 x tensor=1 does not fit the 8 devices"),
-    (["--config.data.name=nope"], "data.name: unknown dataset 'nope'; valid: synthetic"),
+    (
+        ["--config.data.name=nope"],
+        "data.name: unknown dataset 'nope'; valid: listops, listops_small, synthetic",
+    ),
 ]
 
 
