@@ -43,7 +43,8 @@ def test_source_rows_and_state():
 def test_check_names_fields():
     with pytest.raises(
         ValueError,
-        match=r"data\.name: unknown dataset 'lra'; valid: listops, listops_small, synthetic",
+        match=r"data\.name: unknown dataset 'lra'; valid: fashion_mnist, listops, listops_small, "
+        r"reviews, sms_spam, synthetic, trec",
     ):
         data.check(ml_collections.ConfigDict({**CFG.to_dict(), "name": "lra"}))
     with pytest.raises(

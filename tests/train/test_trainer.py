@@ -261,7 +261,8 @@ BAD = [
     (["--config.mesh.data=3"], "mesh: data=3 x fsdp=1 x tensor=1 does not fit the 8 devices"),
     (
         ["--config.data.name=nope"],
-        "data.name: unknown dataset 'nope'; valid: listops, listops_small, synthetic",
+        "data.name: unknown dataset 'nope'; valid: fashion_mnist, listops, listops_small, "
+        "reviews, sms_spam, synthetic, trec",
     ),
 ]
 
