@@ -48,14 +48,16 @@ bench-quick: setup
 
 # Pure-Python wheels the GPU machine's image lacks (it has jax, flax, optax, chex,
 # jaxtyping, pytest): fetched here, carried there with run(carry=[".whl"]).
-GPU_WHEELS := ml_collections==1.1.0
+GPU_WHEELS := ml_collections==1.1.0 tensorboardX==2.6.5 grain==0.2.18 array_record==0.8.6 portpicker
 gpu-wheels:
 	python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
-	  --implementation cp --platform manylinux2014_x86_64 -d .whl $(GPU_WHEELS)
+	  --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+	  --platform manylinux2014_x86_64 -d .whl $(GPU_WHEELS)
 
 # One prepared script for a lent GPU machine, run there with its own python3 (JAX
 # with CUDA): the layer, attention, encoder and surgery tests on the GPU at full
-# float32 precision, then the factorized-vs-dense ratios in float32 (TF32) and bfloat16.
+# float32 precision, a tiny training run through the CLI, then the
+# factorized-vs-dense ratios in float32 (TF32) and bfloat16.
 GPU_OUT ?= $(or $(OUT),runs/gpu-check)
 GPU_ENV := PYTHONPATH=/tmp/site:$(CURDIR):$$PYTHONPATH PYTHONUNBUFFERED=1
 gpu-check:
@@ -65,6 +67,8 @@ gpu-check:
 	  --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl; fi
 	$(GPU_ENV) JAX_PLATFORMS=cuda JAX_DEFAULT_MATMUL_PRECISION=highest python3 -m pytest -q \
 	  -p no:cacheprovider tests/layers tests/attention tests/models tests/test_surgery.py
+	$(GPU_ENV) python3 -m lowrank_jax.cli train --config configs/tiny.py:runlocal \
+	  --workdir $(GPU_OUT)/tiny && cp $(GPU_OUT)/tiny/summary.json $(GPU_OUT)/tiny_summary.json
 	$(GPU_ENV) python3 benchmarks/factorized_dense.py --inner 50 \
 	  --json $(GPU_OUT)/factorized_float32.json
 	$(GPU_ENV) python3 benchmarks/factorized_dense.py --inner 50 --dtype bfloat16 \

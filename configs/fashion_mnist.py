@@ -12,13 +12,13 @@ cores.
 Args: ``runlocal``, ``attention``, ``rank`` (factorized FFN), ``lora``.
 """
 
-from lowrank_jax.config import parse_arg, train_defaults
+from lowrank_jax.config import MODEL_ARGS, apply_model_args, parse_arg, train_defaults
 from lowrank_jax.data import fashion_mnist
 from lowrank_jax.models import default_config as model_defaults
 
 
 def get_config(arg=None):
-    args = parse_arg(arg, runlocal=False, attention="softmax", rank=0, lora=0)
+    args = parse_arg(arg, runlocal=False, **MODEL_ARGS)
     config = train_defaults()
     config.data = {
         "name": "fashion_mnist",
@@ -39,12 +39,9 @@ def get_config(arg=None):
         pooling="mean",
     )
     model.ffn.dim = 128
-    model.attention.kind = args.attention
     model.attention.linformer.proj_len = 128
     model.attention.performer.num_features = 128
-    if args.rank:
-        model.ffn.dense.kind, model.ffn.dense.rank = "factorized", args.rank
-    model.lora.rank = args.lora
+    apply_model_args(model, args)
     config.model = model
     config.train.update(
         steps=5000,

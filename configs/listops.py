@@ -14,13 +14,13 @@ Args: ``runlocal``, ``attention`` (softmax | linformer | performer), ``rank``
 (0: dense FFN; R: factorized FFN of rank R), ``lora`` (LoRA rank on Q/V, 0 = off).
 """
 
-from lowrank_jax.config import parse_arg, train_defaults
+from lowrank_jax.config import MODEL_ARGS, apply_model_args, parse_arg, train_defaults
 from lowrank_jax.data import listops
 from lowrank_jax.models import default_config as model_defaults
 
 
 def get_config(arg=None):
-    args = parse_arg(arg, runlocal=False, attention="softmax", rank=0, lora=0)
+    args = parse_arg(arg, runlocal=False, **MODEL_ARGS)
     config = train_defaults()
     config.data = {
         "name": "listops_small" if args.runlocal else "listops",  # TFDS builders
@@ -42,12 +42,9 @@ def get_config(arg=None):
         positions="learned",
     )
     model.ffn.dim = 1024
-    model.attention.kind = args.attention
     model.attention.linformer.proj_len = 256  # LRA's Linformer k
     model.attention.performer.num_features = 256
-    if args.rank:
-        model.ffn.dense.kind, model.ffn.dense.rank = "factorized", args.rank
-    model.lora.rank = args.lora
+    apply_model_args(model, args)
     config.model = model
 
     config.train.update(

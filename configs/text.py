@@ -12,15 +12,13 @@ Args: ``task`` (reviews | trec | sms_spam), ``tokenizer`` (bytes | minilm),
 ``runlocal``, ``attention``, ``rank`` (factorized FFN), ``lora``.
 """
 
-from lowrank_jax.config import parse_arg, train_defaults
+from lowrank_jax.config import MODEL_ARGS, apply_model_args, parse_arg, train_defaults
 from lowrank_jax.data import pipeline, text
 from lowrank_jax.models import default_config as model_defaults
 
 
 def get_config(arg=None):
-    args = parse_arg(
-        arg, task="reviews", tokenizer="bytes", runlocal=False, attention="softmax", rank=0, lora=0
-    )
+    args = parse_arg(arg, task="reviews", tokenizer="bytes", runlocal=False, **MODEL_ARGS)
     config = train_defaults()
     config.data = {
         "name": args.task,  # reviews | trec | sms_spam
@@ -42,12 +40,9 @@ def get_config(arg=None):
         pooling="mean",
     )
     model.ffn.dim = 256
-    model.attention.kind = args.attention
     model.attention.linformer.proj_len = 64
     model.attention.performer.num_features = 64
-    if args.rank:
-        model.ffn.dense.kind, model.ffn.dense.rank = "factorized", args.rank
-    model.lora.rank = args.lora
+    apply_model_args(model, args)
     config.model = model
     config.train.update(
         steps=3000,

@@ -9,12 +9,12 @@ FFN; R: factorized FFN of rank R), ``lora`` (0: off; R: LoRA rank R on Q/V).
 Reproduces no paper table; it checks that the whole training system works.
 """
 
-from lowrank_jax.config import parse_arg, train_defaults
+from lowrank_jax.config import MODEL_ARGS, apply_model_args, parse_arg, train_defaults
 from lowrank_jax.models import default_config as model_defaults
 
 
 def get_config(arg=None):
-    args = parse_arg(arg, runlocal=False, attention="softmax", rank=0, lora=0)
+    args = parse_arg(arg, runlocal=False, **MODEL_ARGS)
     config = train_defaults()
 
     config.data = {
@@ -30,12 +30,9 @@ def get_config(arg=None):
     model.dropout = 0.1
     model.pooling = "mean"
     model.ffn.dim = 128
-    model.attention.kind = args.attention
     model.attention.linformer.proj_len = 16
     model.attention.performer.num_features = 32
-    if args.rank:
-        model.ffn.dense.kind, model.ffn.dense.rank = "factorized", args.rank
-    model.lora.rank = args.lora
+    apply_model_args(model, args)
     config.model = model
 
     config.train.steps = 2000

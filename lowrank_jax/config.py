@@ -47,6 +47,18 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
     return result
 
 
+MODEL_ARGS = {"attention": "softmax", "rank": 0, "lora": 0}
+"""The model args every config file takes: attention kind, FFN rank (0 = dense), LoRA rank."""
+
+
+def apply_model_args(model: ml_collections.ConfigDict, args: ml_collections.ConfigDict) -> None:
+    """Set ``attention`` kind, a factorized FFN of rank ``rank`` and LoRA ``lora`` on ``model``."""
+    model.attention.kind = args.attention
+    if args.rank:
+        model.ffn.dense.kind, model.ffn.dense.rank = "factorized", args.rank
+    model.lora.rank = args.lora
+
+
 def train_defaults() -> ml_collections.ConfigDict:
     """The ``config.train``, ``config.mesh`` and top-level fields every config starts from."""
     return ml_collections.ConfigDict(
