@@ -36,8 +36,11 @@ test: setup
 	$(BIN)/ruff format --check lowrank_jax tests benchmarks configs
 	$(BIN)/python -m pytest -q -n 2
 
+# The main job: a rank sweep on the synthetic task (a few minutes on 2 CPU cores), then its
+# table and plots. A rerun finishes only what is missing.
 demo: setup
-	$(BIN)/lowrank-jax demo
+	$(BIN)/lowrank-jax sweep --config configs/rank_sweep.py --workdir runs/demo --jobs 2
+	$(BIN)/lowrank-jax report runs/demo
 
 format: setup
 	$(BIN)/ruff format lowrank_jax tests benchmarks configs

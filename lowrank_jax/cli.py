@@ -41,12 +41,24 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lowrank-jax",
         description="Low-rank factorization in Transformers on JAX + Flax NNX.",
+        allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser(
         "train", help="train a config (see `lowrank-jax train --help`)", add_help=False
     )
+    sweep = commands.add_parser(
+        "sweep",
+        help="train every point of a config's get_sweep(arg)",
+        description="Train every point; other --config.FIELD=VALUE flags apply to all points.",
+        allow_abbrev=False,
+    )
+    sweep.add_argument("--config", required=True, help="FILE[:ARGS] with get_config and get_sweep")
+    sweep.add_argument("--workdir", required=True, help="one sub-workdir per point")
+    sweep.add_argument("--jobs", type=int, default=1, help="points trained at once")
+    report = commands.add_parser("report", help="results.md, results.csv and plots of a sweep")
+    report.add_argument("workdir", help="a sweep's workdir")
     demo = commands.add_parser("demo", help="truncated SVD and LoRA-rank tables (under a minute)")
     demo.add_argument("--quick", action="store_true", help="fewer ranks and steps")
     return parser
@@ -185,16 +197,47 @@ def train(argv: list[str]) -> int:
     return 0
 
 
+def sweep(config: str, workdir: str, jobs: int, extra: list[str]) -> int:
+    from lowrank_jax.sweep import run_sweep
+
+    try:
+        results = run_sweep(config, workdir, jobs=jobs, extra=extra)
+    except (ValueError, OSError) as error:
+        return _fail(_one_line(error))
+    failed = [r for r in results if r["status"] == "failed"]
+    print(f"sweep {workdir}: {len(results) - len(failed)} done, {len(failed)} failed")
+    return 1 if failed else 0
+
+
+def report(workdir: str) -> int:
+    from lowrank_jax.report import write_report
+
+    try:
+        table, plots = write_report(workdir)
+    except ValueError as error:
+        return _fail(str(error))
+    print(table)
+    print(f"tables: {workdir}/results.md, {workdir}/results.csv")
+    print("plots: " + ", ".join(str(p) for p in plots))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``lowrank-jax`` console script."""
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "train":
         return train(argv[1:])
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "sweep":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:
         parser.print_help()
         return 0
+    if args.command == "sweep":
+        return sweep(args.config, args.workdir, args.jobs, extra)
+    if args.command == "report":
+        return report(args.workdir)
     if args.command == "demo":
         from lowrank_jax import demo
 

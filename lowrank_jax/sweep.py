@@ -1,0 +1,142 @@
+"""Sweeps: a grid of dotted config overrides, one run (sub-workdir) per point, resumable.
+
+A config file may define ``get_sweep(arg) -> list[dict]`` next to ``get_config``;
+each dict maps dotted config fields to values (``{"model.ffn.dense.rank": 8}``).
+``product`` and ``zip_points`` build such lists. ``run_sweep`` trains every point
+through ``lowrank-jax train`` in its own process, in ``workdir/<point name>``:
+a finished point (it has summary.json) is skipped, an interrupted one resumes
+from its checkpoints, a failed one is recorded in ``failed.json`` and the sweep
+goes on.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import itertools
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+Point = dict[str, Any]
+
+
+def product(**axes: list) -> list[Point]:
+    """Every combination of the axes' values; keys are dotted config fields.
+
+    Example:
+      >>> product(**{"seed": [0, 1], "model.lora.rank": [8]})
+      [{'seed': 0, 'model.lora.rank': 8}, {'seed': 1, 'model.lora.rank': 8}]
+    """
+    names = list(axes)
+    return [dict(zip(names, values, strict=True)) for values in itertools.product(*axes.values())]
+
+
+def zip_points(**axes: list) -> list[Point]:
+    """Points taken in lockstep from equally long axes.
+
+    Example:
+      >>> zip_points(a=[1, 2], b=[3, 4])
+      [{'a': 1, 'b': 3}, {'a': 2, 'b': 4}]
+    """
+    names = list(axes)
+    return [dict(zip(names, values, strict=True)) for values in zip(*axes.values(), strict=True)]
+
+
+def point_name(point: Point) -> str:
+    """A directory name made of a point's overrides (``model.`` dropped, sorted).
+
+    Example:
+      >>> point_name({"model.ffn.dense.rank": 8, "model.attention.kind": "performer"})
+      'attention.kind=performer,ffn.dense.rank=8'
+    """
+    if not point:
+        return "base"
+    parts = []
+    for key in sorted(point):
+        short = key.removeprefix("model.")
+        parts.append(f"{short}={point[key]}")
+    return re.sub(r"[^\w.=,+-]", "_", ",".join(parts))
+
+
+def _flag(key: str, value: Any) -> str:
+    if isinstance(value, str):
+        return f"--config.{key}={value}"
+    return (
+        f"--config.{key}={json.dumps(value)}"
+        if isinstance(value, bool)
+        else f"--config.{key}={value}"
+    )
+
+
+def load_sweep(config_spec: str) -> list[Point]:
+    """``get_sweep(arg)`` of the config file in ``path[:arg]``."""
+    import importlib.util
+
+    path, _, arg = config_spec.partition(":")
+    spec = importlib.util.spec_from_file_location("_lowrank_sweep_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_sweep"):
+        raise ValueError(f"--config: {path} has no get_sweep(arg)")
+    return module.get_sweep(arg) if arg else module.get_sweep()
+
+
+def run_point(config_spec: str, workdir: Path, point: Point, extra: list[str]) -> dict:
+    """Train one point in its own process; returns its status record."""
+    run_dir = workdir / point_name(point)
+    if (run_dir / "summary.json").exists():
+        return {"name": run_dir.name, "status": "done", "seconds": 0.0}
+    command = [sys.executable, "-m", "lowrank_jax.cli", "train", "--config", config_spec]
+    command += ["--workdir", str(run_dir), *extra, *(_flag(k, v) for k, v in point.items())]
+    began = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True)
+    seconds = time.perf_counter() - began
+    failed = run_dir / "failed.json"
+    if result.returncode:
+        errors = [line for line in result.stderr.splitlines() if line.strip()]
+        error = next(
+            (e for e in reversed(errors) if e.startswith("error:")), errors[-1] if errors else ""
+        )
+        run_dir.mkdir(parents=True, exist_ok=True)
+        record = {
+            "name": run_dir.name,
+            "status": "failed",
+            "exit_code": result.returncode,
+            "error": error,
+        }
+        failed.write_text(json.dumps({**record, "point": point}, indent=1) + "\n")
+        return {**record, "seconds": seconds}
+    failed.unlink(missing_ok=True)
+    return {"name": run_dir.name, "status": "trained", "seconds": seconds}
+
+
+def run_sweep(
+    config_spec: str, workdir: str | Path, *, jobs: int = 1, extra: list[str] = ()
+) -> list[dict]:
+    """Run every point of the config's sweep (``jobs`` at a time); a line per point."""
+    workdir = Path(workdir)
+    points = load_sweep(config_spec)
+    names = [point_name(p) for p in points]
+    if len(set(names)) != len(names):
+        raise ValueError("get_sweep returned the same point twice")
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "sweep.json").write_text(
+        json.dumps({"config": config_spec, "points": points, "extra": list(extra)}, indent=1) + "\n"
+    )
+    results = []
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(jobs, 1)) as pool:
+        futures = [pool.submit(run_point, config_spec, workdir, p, list(extra)) for p in points]
+        for i, future in enumerate(concurrent.futures.as_completed(futures), 1):
+            record = future.result()
+            results.append(record)
+            detail = f" ({record['error']})" if record["status"] == "failed" else ""
+            print(
+                f"[{i}/{len(points)}] {record['status']:7s} {record['name']} "
+                f"{record['seconds']:.0f}s{detail}",
+                flush=True,
+            )
+    return results
