@@ -43,6 +43,7 @@ def get_config(arg=None):
         config.train.warmup_steps = 15
         config.train.log_every = 10
         config.train.eval_every = 50
+        config.train.eval_batches = 16  # 512 examples
         config.train.checkpoint_every = 50
         config.model.dim, config.model.ffn.dim = 32, 64
     return config

@@ -39,7 +39,7 @@ def _rank(dense: dict) -> int | None:
 
 
 def read_runs(workdir: str | Path) -> list[dict]:
-    """One row per run directory (finished or failed), sorted by name."""
+    """One row per run directory (finished, failed or unfinished), in ``_order``."""
     rows = []
     for run in sorted(p for p in Path(workdir).iterdir() if p.is_dir()):
         config_path, summary_path, failed = (
@@ -78,7 +78,28 @@ def read_runs(workdir: str | Path) -> list[dict]:
                 "curve": [(m["step"], m["eval_accuracy"]) for m in metrics if "eval_accuracy" in m],
             }
         )
-    return rows
+    return sorted(rows, key=_order)
+
+
+def label(row: dict) -> str:
+    """A short plot label: ``softmax, R=4`` (FFN rank), ``qkv R=8``, ``dense``, ``+LoRA 8``."""
+    parts = [row["attention"]]
+    if row["ffn_rank"]:
+        parts.append(f"R={row['ffn_rank']}")
+    if row["qkv_rank"]:
+        parts.append(f"qkv R={row['qkv_rank']}")
+    if not (row["ffn_rank"] or row["qkv_rank"]):
+        parts.append("dense")
+    if row["lora_rank"]:
+        parts.append(f"LoRA {row['lora_rank']}")
+    return ", ".join(parts)
+
+
+def _order(row: dict) -> tuple:
+    """Finished runs first, by attention kind, dense before low rank, then by rank."""
+    if row["status"] != "done":
+        return (1, row["name"])
+    return (0, row["attention"], row["ffn_rank"] or 0, row["qkv_rank"] or 0, row["name"])
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -169,7 +190,7 @@ def write_plots(rows: list[dict], workdir: Path) -> list[Path]:
     if front:
         ax.plot(*zip(*front, strict=True), "s-", color="C3", label="Pareto front")
     for (params, accuracy), row in zip(points, named, strict=True):
-        ax.annotate(row["name"], (params, accuracy), fontsize=6)
+        ax.annotate(label(row), (params, accuracy), fontsize=7)
     ax.set_xlabel("parameters")
     ax.set_ylabel("eval accuracy")
     ax.legend(fontsize=8)
@@ -180,7 +201,7 @@ def write_plots(rows: list[dict], workdir: Path) -> list[Path]:
     ax = fig.subplots()
     for row in done:
         if row["curve"]:
-            ax.plot(*zip(*row["curve"], strict=True), "o-", label=row["name"])
+            ax.plot(*zip(*row["curve"], strict=True), "o-", label=label(row))
     ax.set_xlabel("step")
     ax.set_ylabel("eval accuracy")
     ax.legend(fontsize=6)
