@@ -37,9 +37,10 @@ test: setup
 	$(BIN)/python -m pytest -q -n 2
 
 # The main job: a rank sweep on the synthetic task (a few minutes on 2 CPU cores), then its
-# table and plots. A rerun finishes only what is missing.
+# table and plots. A rerun finishes only what is missing (--force: points whose config
+# changed since are retrained).
 demo: setup
-	$(BIN)/lowrank-jax sweep --config configs/rank_sweep.py --workdir runs/demo --jobs 2
+	$(BIN)/lowrank-jax sweep --config configs/rank_sweep.py --workdir runs/demo --jobs 2 --force
 	$(BIN)/lowrank-jax report runs/demo
 
 format: setup

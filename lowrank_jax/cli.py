@@ -57,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--config", required=True, help="FILE[:ARGS] with get_config and get_sweep")
     sweep.add_argument("--workdir", required=True, help="one sub-workdir per point")
     sweep.add_argument("--jobs", type=int, default=1, help="points trained at once")
+    sweep.add_argument(
+        "--force", action="store_true", help="retrain points whose run holds another config"
+    )
     report = commands.add_parser("report", help="results.md, results.csv and plots of a sweep")
     report.add_argument("workdir", help="a sweep's workdir")
     demo = commands.add_parser("demo", help="truncated SVD and LoRA-rank tables (under a minute)")
@@ -235,7 +238,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     if args.command == "sweep":
-        return sweep(args.config, args.workdir, args.jobs, extra)
+        return sweep(
+            args.config, args.workdir, args.jobs, [*extra, *(["--force"] if args.force else [])]
+        )
     if args.command == "report":
         return report(args.workdir)
     if args.command == "demo":

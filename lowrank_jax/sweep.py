@@ -4,9 +4,10 @@ A config file may define ``get_sweep(arg) -> list[dict]`` next to ``get_config``
 each dict maps dotted config fields to values (``{"model.ffn.dense.rank": 8}``).
 ``product`` and ``zip_points`` build such lists. ``run_sweep`` trains every point
 through ``lowrank-jax train`` in its own process, in ``workdir/<point name>``:
-a finished point (it has summary.json) is skipped, an interrupted one resumes
-from its checkpoints, a failed one is recorded in ``failed.json`` and the sweep
-goes on.
+a point already finished with the same config is not retrained ("done"), an
+interrupted one resumes from its checkpoints, one whose directory holds
+another config fails unless ``--force``, a failed one is recorded in
+``failed.json`` and the sweep goes on.
 """
 
 from __future__ import annotations
@@ -88,8 +89,10 @@ def load_sweep(config_spec: str) -> list[Point]:
 def run_point(config_spec: str, workdir: Path, point: Point, extra: list[str]) -> dict:
     """Train one point in its own process; returns its status record."""
     run_dir = workdir / point_name(point)
-    if (run_dir / "summary.json").exists():
-        return {"name": run_dir.name, "status": "done", "seconds": 0.0}
+    summary = run_dir / "summary.json"
+    # The trainer itself decides: a finished run of this very config returns at once,
+    # a run of another config is refused (or replaced with --force), others resume.
+    before = summary.stat().st_mtime_ns if summary.exists() else None
     command = [sys.executable, "-m", "lowrank_jax.cli", "train", "--config", config_spec]
     command += ["--workdir", str(run_dir), *extra, *(_flag(k, v) for k, v in point.items())]
     began = time.perf_counter()
@@ -111,7 +114,12 @@ def run_point(config_spec: str, workdir: Path, point: Point, extra: list[str]) -
         failed.write_text(json.dumps({**record, "point": point}, indent=1) + "\n")
         return {**record, "seconds": seconds}
     failed.unlink(missing_ok=True)
-    return {"name": run_dir.name, "status": "trained", "seconds": seconds}
+    done_before = before is not None and summary.stat().st_mtime_ns == before
+    return {
+        "name": run_dir.name,
+        "status": "done" if done_before else "trained",
+        "seconds": seconds,
+    }
 
 
 def run_sweep(
