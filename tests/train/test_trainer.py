@@ -51,8 +51,8 @@ def _env(devices: int, **extra) -> dict:
     return env
 
 
-def _run(workdir, *args, devices=1, env=None, check=True, config=CONFIG):
-    command = [
+def _train_command(workdir, config=CONFIG) -> list[str]:
+    return [
         sys.executable,
         "-m",
         "lowrank_jax.cli",
@@ -62,6 +62,10 @@ def _run(workdir, *args, devices=1, env=None, check=True, config=CONFIG):
         "--workdir",
         str(workdir),
     ]
+
+
+def _run(workdir, *args, devices=1, env=None, check=True, config=CONFIG):
+    command = _train_command(workdir, config)
     result = subprocess.run(
         [*command, *COMMON, *args],
         env=env or _env(devices),
@@ -136,16 +140,7 @@ def _free_port() -> int:
 
 def test_two_processes_over_gloo_match_one_process(reference, tmp_path):
     address = f"localhost:{_free_port()}"
-    command = [
-        sys.executable,
-        "-m",
-        "lowrank_jax.cli",
-        "train",
-        "--config",
-        CONFIG,
-        "--workdir",
-        str(tmp_path),
-    ]
+    command = _train_command(tmp_path)
     processes = [
         subprocess.Popen(
             [
