@@ -88,7 +88,7 @@ def label(row: dict) -> str:
         parts.append(f"R={row['ffn_rank']}")
     if row["qkv_rank"]:
         parts.append(f"qkv R={row['qkv_rank']}")
-    if not (row["ffn_rank"] or row["qkv_rank"]):
+    if not _low_rank(row):
         parts.append("dense")
     if row["lora_rank"]:
         parts.append(f"LoRA {row['lora_rank']}")
@@ -143,24 +143,21 @@ def write_tables(rows: list[dict], workdir: Path) -> str:
     return table
 
 
+def _low_rank(row: dict) -> bool:
+    return bool(row["ffn_rank"] or row["qkv_rank"])
+
+
 def _rank_plot(rows, key: str, ylabel: str, path: Path) -> None:
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
     for i, kind in enumerate(sorted({r["attention"] for r in rows})):
         color = f"C{i}"
-        ranked = sorted(
-            (r["ffn_rank"] or r["qkv_rank"], r[key])
-            for r in rows
-            if r["attention"] == kind and (r["ffn_rank"] or r["qkv_rank"]) and r[key] is not None
-        )
+        measured = [r for r in rows if r["attention"] == kind and r[key] is not None]
+        ranked = sorted((r["ffn_rank"] or r["qkv_rank"], r[key]) for r in measured if _low_rank(r))
         if ranked:
             ax.plot(*zip(*ranked, strict=True), "o-", color=color, label=f"{kind}, low rank")
-        for r in rows:
-            if (
-                r["attention"] == kind
-                and not (r["ffn_rank"] or r["qkv_rank"])
-                and r[key] is not None
-            ):
+        for r in measured:
+            if not _low_rank(r):
                 ax.axhline(r[key], color=color, linestyle="--", label=f"{kind}, dense")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("rank R")

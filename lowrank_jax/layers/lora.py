@@ -139,7 +139,10 @@ class LoRA(nnx.Module):
 
     def _base_kernel(self) -> nnx.Variable:
         kernel = getattr(self.base, "kernel", None)
-        if not isinstance(kernel, nnx.Variable) or kernel.shape != self.delta().shape:
+        if not isinstance(kernel, nnx.Variable) or kernel.shape != (
+            self.in_features,
+            self.out_features,
+        ):
             raise TypeError(
                 f"cannot merge into a {type(self.base).__name__}: merging needs a FactorizedDense "
                 f"or a layer with a [{self.in_features}, {self.out_features}] kernel"

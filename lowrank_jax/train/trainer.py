@@ -133,10 +133,9 @@ def _fingerprint(params: nnx.State) -> str:
     return digest.hexdigest()
 
 
-def _evaluate(eval_step, state, config, mesh, rows) -> dict[str, float]:
-    source = data.make_source(
-        config.data, split="eval", batch_size=config.train.batch_size, rows=rows, seed=config.seed
-    )
+def _evaluate(eval_step, state, config, mesh, source) -> dict[str, float]:
+    """Mean metrics over the first ``eval_batches`` batches of the eval split."""
+    source.set_state({"step": 0})  # every evaluation reads the same batches
     results = [
         eval_step(state, sharding.place_batch(next(source), mesh, config.train.batch_size))
         for _ in range(config.train.eval_batches)
@@ -177,8 +176,11 @@ def train_and_evaluate(
     eval_step = step.make_eval_step(eval_graphdef, state_sharding, batch_sharding, replicated)
 
     rows = sharding.local_rows(mesh, batch_size)
-    source = data.make_source(
-        config.data, split="train", batch_size=batch_size, rows=rows, seed=config.seed
+    source, eval_source = (
+        data.make_source(
+            config.data, split=split, batch_size=batch_size, rows=rows, seed=config.seed
+        )
+        for split in ("train", "eval")
     )
     checkpointer = Checkpointer(workdir / "checkpoints", keep=train_cfg.keep_checkpoints)
     start = 0
@@ -228,7 +230,7 @@ def train_and_evaluate(
             if (
                 train_cfg.eval_every and done % train_cfg.eval_every == 0
             ) or done == train_cfg.steps:
-                record.update(_evaluate(eval_step, state, config, mesh, rows))
+                record.update(_evaluate(eval_step, state, config, mesh, eval_source))
             if record:
                 writer.write(done, record)
             if done % train_cfg.checkpoint_every == 0 or done == train_cfg.steps:
