@@ -55,8 +55,10 @@ def read_runs(workdir: str | Path) -> list[dict]:
         model = json.loads(config_path.read_text())["model"]
         summary = json.loads(summary_path.read_text())
         metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-        train = [m["accuracy"] for m in metrics if "accuracy" in m][-5:]  # the last logged steps
-        train_accuracy = sum(train) / len(train) if train else None
+        train_accuracy = summary.get("final_train_eval_accuracy")
+        if train_accuracy is None:  # no train.train_eval_batches: the last logged train batches
+            train = [m["accuracy"] for m in metrics if "accuracy" in m][-5:]
+            train_accuracy = sum(train) / len(train) if train else None
         eval_accuracy = summary.get("final_eval_accuracy")
         rows.append(
             {
@@ -138,7 +140,9 @@ def write_tables(rows: list[dict], workdir: Path) -> str:
     (workdir / "results.md").write_text(
         f"# Results of {workdir.name}\n\nFrom each run's config.json, summary.json and "
         f"metrics.jsonl (`lowrank-jax report {workdir}`). Rank — = dense; train accuracy is "
-        "the mean of the last five logged training batches.\n\n" + table
+        "the final model's accuracy on the first `train.train_eval_batches` training "
+        "batches (eval mode), or, where that is 0, the mean of the last five logged training "
+        "batches (dropout on, a moving model).\n\n" + table
     )
     return table
 

@@ -65,7 +65,7 @@ def validate(train_config) -> None:
         check_int_range(
             train_config[field], 1 << 40, name=f"train.{field}", bound="a positive integer"
         )
-    for field in ("warmup_steps", "eval_every"):
+    for field in ("warmup_steps", "eval_every", "train_eval_batches"):
         value = train_config[field]
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"train.{field}: must be an integer >= 0, got {value!r}")

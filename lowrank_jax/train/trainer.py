@@ -133,14 +133,14 @@ def _fingerprint(params: nnx.State) -> str:
     return digest.hexdigest()
 
 
-def _evaluate(eval_step, state, config, mesh, source) -> dict[str, float]:
-    """Mean metrics over the first ``eval_batches`` batches of the eval split."""
+def _evaluate(eval_step, state, config, mesh, source, batches: int, prefix: str = "eval"):
+    """Mean metrics over the first ``batches`` batches of ``source`` (rewound each time)."""
     source.set_state({"step": 0})  # every evaluation reads the same batches
     results = [
         eval_step(state, sharding.place_batch(next(source), mesh, config.train.batch_size))
-        for _ in range(config.train.eval_batches)
+        for _ in range(batches)
     ]
-    return {f"eval_{key}": float(np.mean([float(r[key]) for r in results])) for key in results[0]}
+    return {f"{prefix}_{key}": float(np.mean([float(r[key]) for r in results])) for key in results[0]}
 
 
 def train_and_evaluate(
@@ -230,7 +230,27 @@ def train_and_evaluate(
             if (
                 train_cfg.eval_every and done % train_cfg.eval_every == 0
             ) or done == train_cfg.steps:
-                record.update(_evaluate(eval_step, state, config, mesh, eval_source))
+                record.update(
+                    _evaluate(
+                        eval_step, state, config, mesh, eval_source, train_cfg.eval_batches
+                    )
+                )
+            if done == train_cfg.steps and train_cfg.train_eval_batches:
+                # The first training batches in the training order: examples it has fitted.
+                train_source = data.make_source(
+                    config.data, split="train", batch_size=batch_size, rows=rows, seed=config.seed
+                )
+                record.update(
+                    _evaluate(
+                        eval_step,
+                        state,
+                        config,
+                        mesh,
+                        train_source,
+                        train_cfg.train_eval_batches,
+                        prefix="train_eval",
+                    )
+                )
             if record:
                 writer.write(done, record)
             if done % train_cfg.checkpoint_every == 0 or done == train_cfg.steps:
@@ -263,6 +283,10 @@ def _summary(workdir, config, params, writer, train_step, peak_flops, mesh) -> d
         "final_train_loss": next((r["loss"] for r in reversed(records) if "loss" in r), None),
         "final_eval_accuracy": evals[-1]["eval_accuracy"] if evals else None,
         "best_eval_accuracy": max((r["eval_accuracy"] for r in evals), default=None),
+        "final_train_eval_accuracy": next(
+            (r["train_eval_accuracy"] for r in reversed(records) if "train_eval_accuracy" in r),
+            None,
+        ),
         "params_total": params["total"],
         "params_trainable": params["trainable"],
         "params_lora": params["lora"],

@@ -216,7 +216,11 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 
 
 def _fresh_state(config):
-    """A 1-device (model, optimizer) state of ``config``, as the trainer builds it."""
+    return _fresh(config)[1]
+
+
+def _fresh(config):
+    """A 1-device (model, optimizer) graphdef and state of ``config``, as the trainer builds it."""
     from flax import nnx
 
     from lowrank_jax.models import build_encoder
@@ -225,9 +229,9 @@ def _fresh_state(config):
     config.mesh.data = 1
     model = build_encoder(config.model, rngs=nnx.Rngs(0))
     optimizer = nnx.Optimizer(model, step.make_optimizer(config.train), wrt=nnx.Param)
-    _, state = nnx.split((model, optimizer))
+    graphdef, state = nnx.split((model, optimizer))
     mesh = jax.make_mesh((1, 1, 1), sharding.MESH_AXES, devices=jax.devices()[:1])
-    return sharding.put_global(state, sharding.state_shardings(state, mesh))
+    return graphdef, sharding.put_global(state, sharding.state_shardings(state, mesh))
 
 
 BAD = [
@@ -332,3 +336,36 @@ def test_lora_only_bf16_performer_run(tmp_path):
     summary = train_and_evaluate(config, tmp_path)
     assert summary["params_trainable"] == summary["params_lora"] > 0
     assert summary["step_traces"] == 1 and np.isfinite(_losses(tmp_path)).all()
+
+
+def test_train_eval_is_the_final_models_accuracy_on_the_first_training_batches(tmp_path):
+    from flax import nnx
+
+    from lowrank_jax import data
+    from lowrank_jax.report import read_runs
+
+    run = tmp_path / "point"
+    _run(run, "--config.train.train_eval_batches=3")
+    summary = _summary(run)
+    config = _config()
+    graphdef, like = _fresh(config)
+    step_, state, _ = Checkpointer(run / "checkpoints", keep=2).restore_latest(like)
+    assert step_ == STEPS
+    model, _ = nnx.merge(graphdef, jax.device_get(state))  # plain arrays, outside any mesh
+    model.eval()
+    source = data.make_source(
+        config.data,
+        split="train",
+        batch_size=config.train.batch_size,
+        rows=np.arange(config.train.batch_size),
+        seed=config.seed,
+    )
+    hits = []
+    for _ in range(3):
+        batch = next(source)
+        logits = model(batch["tokens"], batch["mask"])
+        hits.append(np.mean(np.asarray(logits.argmax(-1)) == batch["label"]))
+    np.testing.assert_allclose(summary["final_train_eval_accuracy"], np.mean(hits), atol=1e-6)
+    (row,) = read_runs(tmp_path)
+    assert row["train_accuracy"] == summary["final_train_eval_accuracy"]
+    assert row["train_eval_gap"] == row["train_accuracy"] - row["eval_accuracy"]
