@@ -2,6 +2,7 @@
 
     lowrank-jax train --config configs/listops.py:attention=linformer --workdir runs/lo-linformer
     lowrank-jax train --config configs/listops.py:runlocal --workdir runs/lo-local  # CPU scale
+    lowrank-jax sweep --config configs/listops.py:runlocal --workdir runs/listops_runlocal
 
 The full config uses LRA's ListOps hyper-parameters: 4 layers, embedding 512,
 8 heads, MLP 1024, batch 32, learning rate 0.05 with an rsqrt schedule after
@@ -10,6 +11,10 @@ Transformer 36.37, Linformer 35.70, Performer 18.01 test accuracy). It needs an
 accelerator. ``runlocal`` is a CPU-scale run on ``listops_small`` (inputs of
 32-512 tokens) with a small model; its accuracy is not comparable to LRA's.
 
+``get_sweep`` gives the points of ``experiments/listops``: softmax, Linformer
+and Performer attention, each with a dense FFN and with a factorized FFN of rank
+dim / 4 (128 in the full config, 16 in ``runlocal``).
+
 Args: ``runlocal``, ``attention`` (softmax | linformer | performer), ``rank``
 (0: dense FFN; R: factorized FFN of rank R), ``lora`` (LoRA rank on Q/V, 0 = off).
 """
@@ -17,6 +22,7 @@ Args: ``runlocal``, ``attention`` (softmax | linformer | performer), ``rank``
 from lowrank_jax.config import MODEL_ARGS, apply_model_args, parse_arg, train_defaults
 from lowrank_jax.data import listops
 from lowrank_jax.models import default_config as model_defaults
+from lowrank_jax.sweep import product
 
 
 def get_config(arg=None):
@@ -76,3 +82,15 @@ def get_config(arg=None):
             checkpoint_every=200,
         )
     return config
+
+
+def get_sweep(arg=None):
+    rank = get_config(arg).model.dim // 4
+    kinds = ["softmax", "linformer", "performer"]
+    return product(**{"model.attention.kind": kinds, "model.ffn.dense.kind": ["dense"]}) + product(
+        **{
+            "model.attention.kind": kinds,
+            "model.ffn.dense.kind": ["factorized"],
+            "model.ffn.dense.rank": [rank],
+        }
+    )
