@@ -32,8 +32,8 @@ data:
 
 # Lint first (seconds), then the suite: doctests and tests, slow ones excluded.
 test: setup
-	$(BIN)/ruff check lowrank_jax tests benchmarks configs experiments
-	$(BIN)/ruff format --check lowrank_jax tests benchmarks configs experiments
+	$(BIN)/ruff check lowrank_jax tests benchmarks configs experiments notebooks
+	$(BIN)/ruff format --check lowrank_jax tests benchmarks configs experiments notebooks
 	$(BIN)/python -m pytest -q -n 2
 
 # The main job: a rank sweep on the synthetic task (a few minutes on 2 CPU cores), then its
@@ -44,8 +44,8 @@ demo: setup
 	$(BIN)/lowrank-jax report runs/demo
 
 format: setup
-	$(BIN)/ruff format lowrank_jax tests benchmarks configs experiments
-	$(BIN)/ruff check --fix lowrank_jax tests benchmarks configs experiments
+	$(BIN)/ruff format lowrank_jax tests benchmarks configs experiments notebooks
+	$(BIN)/ruff check --fix lowrank_jax tests benchmarks configs experiments notebooks
 
 bench-quick: setup
 	$(BIN)/python benchmarks/factorized_dense.py --quick

@@ -50,6 +50,7 @@ def get_config(arg=None):
         warmup_steps=500,
         eval_every=1000,
         eval_batches=156,  # the 10k test images
+        train_eval_batches=156,  # the final model on 10k training images: the train/eval gap
         checkpoint_every=1000,
     )
     if args.runlocal:  # CPU scale: a few hundred steps, a few minutes on 2 cores
@@ -62,6 +63,7 @@ def get_config(arg=None):
             log_every=20,
             eval_every=150,
             eval_batches=32,
+            train_eval_batches=32,
             checkpoint_every=150,
         )
     return config

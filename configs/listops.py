@@ -62,6 +62,7 @@ def get_config(arg=None):
         weight_decay=0.1,
         eval_every=500,
         eval_batches=63,  # the 2k test examples
+        train_eval_batches=63,  # the final model on 2k training examples: the train/eval gap
         checkpoint_every=1000,
     )
     if args.runlocal:  # CPU scale: a few hundred steps, about 5 minutes on 2 cores
@@ -79,6 +80,7 @@ def get_config(arg=None):
             log_every=20,
             eval_every=200,
             eval_batches=31,  # the 500 test examples
+            train_eval_batches=31,
             checkpoint_every=200,
         )
     return config

@@ -11,9 +11,9 @@ FFNs of rank 2, 4, 8, 16 (the FFN is 32 -> 64 -> 32, so 16 is half the
 break-even rank 21). A few minutes on 2 CPU cores.
 
 ``dataset=listops`` / ``dataset=fashion_mnist``: the base is that config's
-``runlocal`` (CPU scale), with ``train.train_eval_batches`` set so that the
-report shows the final model's train accuracy beside its eval accuracy (the
-train/eval gap); points are the dense model, factorized FFNs and factorized
+``runlocal`` (CPU scale), whose ``train.train_eval_batches`` makes the report
+show the final model's train accuracy beside its eval accuracy (the train/eval
+gap); points are the dense model, factorized FFNs and factorized
 Q/K/V projections at the dataset's ranks (``experiments/rank_sweep``).
 
 Args: ``dataset``; ``ranks`` and ``qkv_ranks`` (e.g. ``ranks=2+4+8``; ``none`` for
@@ -70,10 +70,7 @@ def _ranks(text: str, field: str) -> list[int]:
 def get_config(arg=None):
     args = _args(arg)
     file, base_arg, *_ = DATASETS[args.dataset]
-    config = _load(file).get_config(base_arg)
-    if args.dataset != "synthetic":
-        config.train.train_eval_batches = config.train.eval_batches
-    return config
+    return _load(file).get_config(base_arg)
 
 
 def get_sweep(arg=None):

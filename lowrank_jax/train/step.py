@@ -118,6 +118,10 @@ class TrainStep:
     def __call__(self, state, batch):
         return self._step(state, batch)
 
+    def lower(self, state, batch):
+        """The jitted step lowered for these arguments (``.compile().memory_analysis()``...)."""
+        return self._step.lower(state, batch)
+
 
 def make_eval_step(graphdef, state_sharding, batch_sharding, metrics_sharding):
     """``eval(state, batch) -> {"loss", "correct"}`` with the model in eval mode."""

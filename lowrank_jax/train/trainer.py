@@ -140,7 +140,8 @@ def _evaluate(eval_step, state, config, mesh, source, batches: int, prefix: str 
         eval_step(state, sharding.place_batch(next(source), mesh, config.train.batch_size))
         for _ in range(batches)
     ]
-    return {f"{prefix}_{key}": float(np.mean([float(r[key]) for r in results])) for key in results[0]}
+    means = {key: float(np.mean([float(r[key]) for r in results])) for key in results[0]}
+    return {f"{prefix}_{key}": value for key, value in means.items()}
 
 
 def train_and_evaluate(
@@ -231,9 +232,7 @@ def train_and_evaluate(
                 train_cfg.eval_every and done % train_cfg.eval_every == 0
             ) or done == train_cfg.steps:
                 record.update(
-                    _evaluate(
-                        eval_step, state, config, mesh, eval_source, train_cfg.eval_batches
-                    )
+                    _evaluate(eval_step, state, config, mesh, eval_source, train_cfg.eval_batches)
                 )
             if done == train_cfg.steps and train_cfg.train_eval_batches:
                 # The first training batches in the training order: examples it has fitted.

@@ -1,0 +1,169 @@
+"""Measuring helpers for experiments and benchmarks: step times and compiled memory.
+
+Every figure the experiments report is a ratio of two measurements taken in the
+same run, so absolute times only need to be comparable within a run: medians
+over repeats, after a warm-up call that compiles, with ``block_until_ready``.
+
+Memory is XLA's own account of a compiled program (``memory_analysis``):
+arguments + outputs + temporaries - donated (aliased) bytes, the most the
+program holds at once. It is the same on every backend, where device counters
+(``memory_stats``) exist only on GPU/TPU.
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import jax
+import ml_collections
+import numpy as np
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
+
+from lowrank_jax.models import build_encoder, default_config
+from lowrank_jax.train import sharding, step
+
+
+def lra_text_config(length: int, *, tiny: bool = False) -> ml_collections.ConfigDict:
+    """LRA's byte-level text classifier at sequence length ``length`` (softmax, dense FFN).
+
+    4 layers, embedding 256, 4 heads, MLP 1024, vocabulary 256 (LRA's
+    ``text_classification`` config, Tay et al. 2020), mean pooling and no CLS
+    token so that every mixer sees exactly ``length`` positions; Linformer
+    P = 256 and Performer M = 256 as in LRA. ``tiny``: 1 layer, 32 wide, P = M = 16.
+    """
+    model = default_config()
+    model.update(
+        vocab_size=256,
+        num_classes=2,
+        max_len=length,
+        dim=32 if tiny else 256,
+        heads=4,
+        num_layers=1 if tiny else 4,
+        dropout=0.1,
+        cls_token=False,
+        pooling="mean",
+    )
+    model.ffn.dim = 64 if tiny else 1024
+    model.attention.linformer.proj_len = 16 if tiny else 256
+    model.attention.performer.num_features = 16 if tiny else 256
+    return model
+
+
+def median_seconds(call: Callable[[], object], repeats: int) -> float:
+    """Median wall time of ``call()`` (results blocked on) over ``repeats``, after one warm-up."""
+    jax.block_until_ready(call())
+    times = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        jax.block_until_ready(call())
+        times.append(time.perf_counter() - began)
+    return statistics.median(times)
+
+
+def compiled_bytes(compiled) -> int:
+    """Arguments + outputs + temporaries - aliased bytes of a compiled XLA program."""
+    stats = compiled.memory_analysis()
+    return int(
+        stats.argument_size_in_bytes
+        + stats.output_size_in_bytes
+        + stats.temp_size_in_bytes
+        - stats.alias_size_in_bytes
+    )
+
+
+def _batch(model_config, batch_size: int, length: int, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {
+        "tokens": rng.integers(1, model_config.vocab_size, (batch_size, length), np.int32),
+        "mask": np.ones((batch_size, length), bool),
+        "label": rng.integers(0, model_config.num_classes, batch_size, np.int32),
+    }
+
+
+class EncoderForward:
+    """Inference: the jitted forward pass (eval mode) of ``model_config`` on one device.
+
+    ``seconds(repeats)`` and ``bytes`` as for ``EncoderStep``.
+    """
+
+    def __init__(self, model_config, batch_size: int, length: int, seed: int = 0):
+        model = build_encoder(model_config, rngs=nnx.Rngs(seed))
+        model.eval()
+        graphdef, self.state = nnx.split(model)
+        self.batch = _batch(model_config, batch_size, length, seed)
+
+        def forward(state, tokens, mask):
+            return nnx.merge(graphdef, state)(tokens, mask)
+
+        args = (self.state, self.batch["tokens"], self.batch["mask"])
+        self.compiled = jax.jit(forward).lower(*args).compile()
+        self.bytes = compiled_bytes(self.compiled)
+
+    def seconds(self, repeats: int) -> float:
+        """Median seconds per forward pass (compiled before; the warm-up call is not counted)."""
+        return median_seconds(
+            lambda: self.compiled(self.state, self.batch["tokens"], self.batch["mask"]), repeats
+        )
+
+
+class EncoderStep:
+    """The trainer's own jitted training step for ``model_config`` on one device.
+
+    ``EncoderStep(model_config, train_config, batch_size, length)``; ``seconds(repeats)``
+    runs real optimizer steps (state threaded through, as in training) and
+    ``bytes`` is the step program's compiled footprint.
+    """
+
+    def __init__(
+        self,
+        model_config: ml_collections.ConfigDict,
+        train_config: ml_collections.ConfigDict,
+        batch_size: int,
+        length: int,
+        seed: int = 0,
+    ):
+        auto = (jax.sharding.AxisType.Auto,) * len(sharding.MESH_AXES)
+        mesh = jax.make_mesh(
+            (1, 1, 1), sharding.MESH_AXES, axis_types=auto, devices=jax.devices()[:1]
+        )
+        model = build_encoder(model_config, rngs=nnx.Rngs(seed))
+        optimizer = nnx.Optimizer(model, step.make_optimizer(train_config), wrt=nnx.Param)
+        graphdef, state = nnx.split((model, optimizer))
+        state_sharding = sharding.state_shardings(state, mesh)
+        self.state = sharding.put_global(state, state_sharding)
+        replicated = NamedSharding(mesh, PartitionSpec())
+        self.step = step.TrainStep(
+            graphdef, nnx.Param, state_sharding, sharding.batch_sharding(mesh), replicated
+        )
+        batch = _batch(model_config, batch_size, length, seed)
+        self.batch = sharding.place_batch(batch, mesh, batch_size)
+        # One compilation, used for both the memory account and the timed steps.
+        self.compiled = self.step.lower(self.state, self.batch).compile()
+        self.bytes = compiled_bytes(self.compiled)
+
+    def _run(self):
+        self.state, metrics = self.compiled(self.state, self.batch)
+        return metrics
+
+    def seconds(self, repeats: int) -> float:
+        """Median seconds per training step (the first call compiles and is not counted)."""
+        return median_seconds(self._run, repeats)
+
+
+def machine() -> dict:
+    """What the figures were measured on: platform, device, versions."""
+    import flax
+
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "device": jax.devices()[0].device_kind,
+        "backend": jax.default_backend(),
+        "jax": jax.__version__,
+        "flax": flax.__version__,
+        "python": platform.python_version(),
+    }
