@@ -13,7 +13,7 @@ raises ``ValueError`` listing the paths that could have been selected.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import jax
 import numpy as np
@@ -74,21 +74,31 @@ _WRAPPED_AS = {LoRA: "LoRA", WithAdapter: "an adapter"}
 def _swap(
     model: nnx.Module,
     selected: list[tuple[Path, nnx.Module]],
-    make: Callable[[nnx.Module], nnx.Module],
+    make: Callable[..., nnx.Module],
+    *,
+    with_path: bool = False,
 ) -> nnx.Module:
     """Build every replacement first (errors name the layer), then put them in place.
 
     A bad argument thus leaves the model untouched instead of half changed.
+    ``make(layer)``, or ``make(path, layer)`` with ``with_path``.
     """
     replacements = []
     for path, layer in selected:
         try:
-            replacements.append((path, make(layer)))
+            replacements.append((path, make(path, layer) if with_path else make(layer)))
         except ValueError as e:
             raise ValueError(f"{dotted(path)}: {e}") from None
     for path, new in replacements:
         _replace(model, path, new)
     return model
+
+
+def _get(model: nnx.Module, path: Path) -> nnx.Module:
+    node = model
+    for key in path:
+        node = node[key] if isinstance(key, int) else getattr(node, key)
+    return node
 
 
 def _replace(model: nnx.Module, path: Path, new: nnx.Module) -> None:
@@ -167,28 +177,93 @@ def factorize(
     *,
     rank: int | None = None,
     energy: float | None = None,
+    calibration: Iterable | None = None,
+    ridge: float = 1e-6,
 ) -> nnx.Module:
     """Replace every selected ``nnx.Linear`` by an SVD-initialised ``FactorizedDense``.
 
     Give exactly one of ``rank`` and ``energy`` (see ``FactorizedDense.from_dense``).
     With ``energy`` each layer gets its own rank. Returns ``model``, changed in place.
+
+    ``calibration``: batches to run the model on first (activation-aware SVD,
+    SVD-LLM): each selected layer's inputs X give XᵀX = S·Sᵀ (Cholesky, with
+    ``ridge`` · mean diagonal added), and the layer is truncated to minimise its
+    output error on those inputs. A batch is a dict with ``tokens`` and
+    ``mask`` (the data pipeline's batches: ``model(tokens, mask)``, padded
+    positions left out), or a tuple of the model's positional arguments (every
+    position counts).
     """
 
     def eligible(m: nnx.Module) -> bool:
         return isinstance(m, nnx.Linear)
 
-    def from_dense(layer: nnx.Linear) -> FactorizedDense:
+    selected = _select(model, targets, eligible, "nnx.Linear layers", LoRA)
+    whitening = (
+        {}
+        if calibration is None
+        else _whitening(model, [path for path, _ in selected], calibration, ridge)
+    )
+
+    def from_dense(path: Path, layer: nnx.Linear) -> FactorizedDense:
         return FactorizedDense.from_dense(
             layer.kernel[...],
             layer.bias[...] if layer.bias is not None else None,
             rank=rank,
             energy=energy,
+            whitening=whitening.get(path),
             dtype=layer.dtype,
             kernel_axes=kernel_axes_of(layer),
         )
 
-    selected = _select(model, targets, eligible, "nnx.Linear layers", LoRA)
-    return _swap(model, selected, from_dense)
+    return _swap(model, selected, from_dense, with_path=True)
+
+
+class _Recorder(nnx.Module):
+    """Passes ``x`` to its layer and adds the (masked) second moment xᵀx to ``moments``."""
+
+    def __init__(self, layer: nnx.Module, key: Path, moments: dict, context: dict):
+        self.layer, self.key = layer, key
+        self.moments, self.context = nnx.data(moments), nnx.data(context)
+
+    def __call__(self, x):
+        rows = np.asarray(x, np.float64).reshape(-1, x.shape[-1])
+        mask = self.context.get("mask")
+        if mask is not None and x.ndim == 3:
+            if x.shape[1] == mask.shape[1] + 1:  # a CLS position in front
+                mask = np.concatenate([np.ones((mask.shape[0], 1), bool), mask], axis=1)
+            rows = rows[mask.reshape(-1)]
+        moment = rows.T @ rows
+        self.moments[self.key] = self.moments.get(self.key, 0.0) + moment
+        return self.layer(x)
+
+
+def _whitening(model, paths: list[Path], calibration: Iterable, ridge: float) -> dict:
+    """Per path, the Cholesky factor S of XᵀX over the calibration inputs (eager, on host)."""
+    moments: dict = {}
+    context: dict = {}
+    originals = {path: _get(model, path) for path in paths}
+    for path, layer in originals.items():
+        _replace(model, path, _Recorder(layer, path, moments, context))
+    try:
+        batches = 0
+        for batch in calibration:
+            if isinstance(batch, dict):
+                context["mask"] = np.asarray(batch["mask"], bool)
+                model(batch["tokens"], batch["mask"])
+            else:
+                context.pop("mask", None)
+                model(*(batch if isinstance(batch, tuple) else (batch,)))
+            batches += 1
+    finally:
+        for path, layer in originals.items():
+            _replace(model, path, layer)
+    if not batches:
+        raise ValueError("calibration: no batches")
+    factors = {}
+    for path, moment in moments.items():
+        moment = moment + ridge * np.mean(np.diag(moment)) * np.eye(len(moment))
+        factors[path] = np.linalg.cholesky(moment)
+    return factors
 
 
 def merge_lora(model: nnx.Module) -> nnx.Module:

@@ -6,3 +6,57 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 flags = os.environ.get("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in flags:
     os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count=8".strip()
+
+from pathlib import Path  # noqa: E402
+from typing import ClassVar  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+def _quick_train(config, workdir, steps=3) -> dict:
+    from lowrank_jax.train.trainer import train_and_evaluate
+
+    config.train.update(
+        steps=steps, log_every=1, eval_every=0, eval_batches=1, checkpoint_every=steps
+    )
+    if config.train.train_eval_batches:
+        config.train.train_eval_batches = 1
+    config.train.peak_flops = 1e12
+    summary = train_and_evaluate(config, workdir)
+    assert summary["step_traces"] == 1 and np.isfinite(summary["final_train_loss"])
+    return summary
+
+
+@pytest.fixture
+def quick_train():
+    """``quick_train(config, workdir, steps=3)``: train a few steps in-process (a CI form)."""
+    return _quick_train
+
+
+@pytest.fixture
+def tiny_listops(monkeypatch):
+    """``listops_small`` replaced by a 64/16/16-example ListOps of 8-64 tokens."""
+    from lowrank_jax.data import builders
+
+    class TinyListops(builders.ListopsSmall, skip_registration=True):
+        SIZES: ClassVar[dict[str, int]] = {"train": 64, "validation": 16, "test": 16}
+        MIN_LENGTH, MAX_LENGTH = 8, 64
+
+    monkeypatch.setitem(builders.BUILDERS, "listops_small", TinyListops)
+    return TinyListops
+
+
+@pytest.fixture
+def tiny_fashion_mnist(tmp_path) -> Path:
+    """A folder of Fashion-MNIST IDX files (32 train, 16 test images) in Debian's layout."""
+    from lowrank_jax.data import fashion_mnist
+
+    rng = np.random.default_rng(0)
+    source = tmp_path / "idx"
+    source.mkdir()
+    for split, n in (("train", 32), ("test", 16)):
+        images, labels = fashion_mnist.FILES[split]
+        fashion_mnist.write_idx(source / images, rng.integers(0, 256, (n, 28, 28)))
+        fashion_mnist.write_idx(source / labels, np.arange(n) % 10)
+    return source

@@ -219,3 +219,49 @@ def test_trainable_filter_specs():
     assert count_params(model)["trainable"] == 4 * 64 + 148
     with pytest.raises(ValueError, match="trainable must be all, lora, adapters, auto or a regex"):
         trainable_filter(model, "lora(")
+
+
+def test_calibrated_factorize_reaches_the_optimal_output_error_on_its_inputs():
+    # Anisotropic inputs: the directions a layer actually sees are what matters.
+    rng = np.random.default_rng(0)
+    rotation, _ = np.linalg.qr(rng.normal(size=(32, 32)))
+    x = (rng.normal(size=(512, 32)) * np.logspace(0, -2, 32)) @ rotation
+    x = x.astype(np.float32)
+
+    def layer():
+        return nnx.Sequential(nnx.Linear(32, 24, rngs=nnx.Rngs(0)))
+
+    kernel = np.asarray(layer().layers[0].kernel[...], np.float64)
+    plain = factorize(layer(), r"layers\.0", rank=4).layers[0].dense_kernel()
+    calibrated = factorize(layer(), r"layers\.0", rank=4, calibration=[(x[:256],), (x[256:],)])
+    calibrated = calibrated.layers[0].dense_kernel()
+
+    def output_error(approx):
+        return np.linalg.norm(x @ kernel - x @ np.asarray(approx, np.float64))
+
+    # min over rank-4 W' of |XW - XW'| is the Eckart-Young bound of XW
+    bound = np.sqrt(np.sum(np.linalg.svd(x @ kernel, compute_uv=False)[4:] ** 2))
+    assert output_error(calibrated) == pytest.approx(bound, rel=1e-3)
+    assert output_error(plain) > 1.2 * bound  # plain SVD ignores which directions X uses
+
+
+def test_calibrated_factorize_of_an_encoder_at_full_rank_is_exact():
+    from lowrank_jax.models import build_encoder, default_config
+
+    config = default_config()
+    config.update(vocab_size=16, max_len=8, dim=16, heads=2, num_layers=1, dropout=0.0)
+    model = build_encoder(config, rngs=nnx.Rngs(0))
+    model.eval()
+    tokens = jnp.asarray(np.random.default_rng(0).integers(1, 16, (4, 8)), jnp.int32)
+    mask = jnp.arange(8)[None, :] < jnp.asarray([[8], [5], [3], [8]])
+    before = model(tokens, mask)
+    factorize(
+        model,
+        r"layers\.0\.ffn\.(up|down)",
+        rank=16,
+        calibration=[{"tokens": tokens, "mask": mask, "label": None}],
+    )
+    assert isinstance(model.layers[0].ffn.up, FactorizedDense)
+    np.testing.assert_allclose(model(tokens, mask), before, atol=1e-4)
+    with pytest.raises(ValueError, match="calibration: no batches"):
+        factorize(model, r"layers\.0\.attention\.query", rank=4, calibration=[])

@@ -13,6 +13,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.linalg
 from flax import nnx
 from flax.nnx.nn import dtypes
 from jaxtyping import Array, ArrayLike, Float
@@ -111,6 +112,7 @@ class FactorizedDense(nnx.Module):
         *,
         rank: int | None = None,
         energy: float | None = None,
+        whitening: ArrayLike | None = None,
         dtype: jnp.dtype | None = None,
         kernel_axes: KernelAxes = (None, None),
     ) -> FactorizedDense:
@@ -121,6 +123,12 @@ class FactorizedDense(nnx.Module):
         Give exactly one of ``rank`` (R in [1, min(in, out)]) and ``energy``
         (e in (0, 1]: the smallest R whose squared singular values keep at least a
         fraction e of the total).
+
+        ``whitening``: a lower-triangular S [in, in] with S·Sᵀ = XᵀX, the second
+        moment of the layer's inputs X (activation-aware SVD, SVD-LLM, arXiv
+        2403.07378). Then Sᵀ·kernel is truncated instead, A = S⁻ᵀ·U_R·diag(√s_R), and
+        the result minimises ‖X·kernel − X·A·B‖_F over rank-R factors, the error on
+        those inputs rather than on the weights.
 
         Example:
           >>> import numpy as np
@@ -133,7 +141,17 @@ class FactorizedDense(nnx.Module):
         if kernel.ndim != 2:
             raise ValueError(f"kernel must be 2-D [in, out], got shape {kernel.shape}")
         in_features, out_features = kernel.shape
-        U, s, Vt = np.linalg.svd(kernel, full_matrices=False)
+        if whitening is None:
+            U, s, Vt = np.linalg.svd(kernel, full_matrices=False)
+        else:
+            whitening = np.asarray(whitening, np.float64)
+            if whitening.shape != (in_features, in_features):
+                raise ValueError(
+                    f"whitening must be [in, in] = {(in_features, in_features)}, "
+                    f"got shape {whitening.shape}"
+                )
+            U, s, Vt = np.linalg.svd(whitening.T @ kernel, full_matrices=False)
+            U = scipy.linalg.solve_triangular(whitening.T, U, lower=False)  # S⁻ᵀ·U
         rank = _select_rank(s, in_features, out_features, rank=rank, energy=energy)
         root = np.sqrt(s[:rank])
         layer = cls(

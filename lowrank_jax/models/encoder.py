@@ -30,7 +30,12 @@ from lowrank_jax.layers import DENSE, annotated, make_dense
 from lowrank_jax.layers.common import axes_metadata, check_int_range
 from lowrank_jax.surgery import add_adapters, apply_lora
 
-ACTIVATIONS = {"gelu": nnx.gelu, "relu": nnx.relu, "silu": nnx.silu}
+ACTIVATIONS = {
+    "gelu": nnx.gelu,  # tanh approximation
+    "gelu_exact": lambda x: nnx.gelu(x, approximate=False),  # erf, as BERT
+    "relu": nnx.relu,
+    "silu": nnx.silu,
+}
 CHOICES = {
     "positions": ("learned", "sinusoidal"),
     "pooling": ("cls", "mean"),
@@ -74,7 +79,7 @@ def default_config() -> ml_collections.ConfigDict:
             },
             "ffn": {
                 "dim": 128,  # F, hidden width
-                "activation": "gelu",  # gelu | relu | silu
+                "activation": "gelu",  # gelu (tanh approximation) | gelu_exact (erf) | relu | silu
                 "dense": {"kind": "dense", "rank": placeholder(int)},  # up and down denses
             },
             # Per-layer block overrides: {"0-1": {"attention": {"kind": "performer"}}};
