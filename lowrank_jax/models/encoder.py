@@ -64,6 +64,10 @@ def default_config() -> ml_collections.ConfigDict:
             "two_tower": False,  # pair input [B, 2, N]; head on [u, v, u*v, u-v]
             "head_hidden": 0,  # 0: linear head; > 0: hidden width of an MLP head
             "dtype": "float32",  # computation dtype: float32 | bfloat16 (params stay float32)
+            # "" = random init; else a BERT checkpoint (a name such as all-MiniLM-L6-v2, or a
+            # folder) whose sizes this config has (models.pretrained.config_from_hf), loaded
+            # before LoRA / adapters are applied; the head stays newly initialised
+            "pretrained": "",
             "attention": {
                 "kind": "softmax",  # softmax | linformer | performer
                 "dropout": 0.0,  # on attention weights (Performer: must be 0)
@@ -352,6 +356,10 @@ def build_encoder(model_config: ml_collections.ConfigDict, *, rngs: nnx.Rngs) ->
     cfg = resolve_config(model_config)
     blocks = [_block_config(cfg, i) for i in range(cfg.num_layers)]
     model = Encoder(cfg, blocks, rngs=rngs)
+    if cfg.pretrained:
+        from lowrank_jax.models import pretrained  # imports this module
+
+        pretrained.load_checkpoint(model, cfg.pretrained)
     if cfg.lora.rank:
         lora = cfg.lora
         apply_lora(
@@ -443,6 +451,8 @@ def _validate(cfg) -> None:
         check_int_range(
             cfg.adapters.bottleneck, cfg.dim, name="model.adapters.bottleneck", bound="model.dim"
         )
+    if not isinstance(cfg.pretrained, str):
+        raise ValueError(f"model.pretrained: must be a name or a folder, got {cfg.pretrained!r}")
 
 
 def _layer_indices(spec: str, num_layers: int) -> list[int]:

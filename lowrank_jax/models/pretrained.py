@@ -150,6 +150,24 @@ def load_weights(model: Encoder, tensors: dict[str, np.ndarray]) -> None:
         _norm(block.ffn_norm, f"{base}.output.LayerNorm", take)
 
 
+def load_checkpoint(model: Encoder, name_or_path: str | Path) -> None:
+    """Copy the checkpoint's weights into ``model`` (built from a config of its sizes)."""
+    from safetensors.numpy import load_file
+
+    folder = model_dir(name_or_path)
+    if not (folder / "model.safetensors").exists():
+        raise FileNotFoundError(f"pretrained: {folder / 'model.safetensors'} is missing")
+    load_weights(model, load_file(str(folder / "model.safetensors")))
+
+
+def config_of(name_or_path: str | Path, num_classes: int = 2) -> ml_collections.ConfigDict:
+    """``config.model`` for a checkpoint, ``pretrained`` set: ``build_encoder`` loads it."""
+    folder = model_dir(name_or_path)
+    config = config_from_hf(json.loads((folder / "config.json").read_text()), num_classes)
+    config.pretrained = str(name_or_path)
+    return config
+
+
 def load(
     name_or_path: str | Path = "all-MiniLM-L6-v2",
     *,
@@ -162,18 +180,14 @@ def load(
     ``config_overrides`` (e.g. ``{"dropout": 0.0}``) are applied to the model config
     before the build; the classifier head (``num_classes``) is newly initialised.
     """
-    from safetensors.numpy import load_file
-
     folder = model_dir(name_or_path)
     for name in ("config.json", "model.safetensors", "tokenizer.json"):
         if not (folder / name).exists():
             raise FileNotFoundError(f"pretrained: {folder / name} is missing")
-    config = config_from_hf(json.loads((folder / "config.json").read_text()), num_classes)
+    config = config_of(folder, num_classes)
     if config_overrides:
         config.update(config_overrides)
-    model = build_encoder(config, rngs=rngs or nnx.Rngs(0))
-    load_weights(model, load_file(str(folder / "model.safetensors")))
-    return model, tokenizer_from(folder)
+    return build_encoder(config, rngs=rngs or nnx.Rngs(0)), tokenizer_from(folder)
 
 
 def _bucket(length: int) -> int:
