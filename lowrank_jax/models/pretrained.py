@@ -15,6 +15,7 @@ normalisation, inputs truncated at 256 tokens.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -194,15 +195,23 @@ def _bucket(length: int) -> int:
     return max(16, -(-length // 16) * 16)  # few distinct shapes: few compilations
 
 
-def embed(model: Encoder, tokenizer, sentences: list[str], *, batch_size: int = 64) -> np.ndarray:
-    """float32 [S, D]: mean over real tokens, L2-normalised (sentence-transformers' recipe)."""
-    model.eval()
-    graphdef, state = nnx.split(model)
+@functools.lru_cache(maxsize=8)
+def _pooled(graphdef):
+    """The jitted, normalised mean pooling of one model structure (compiled once per shape)."""
 
     @jax.jit
     def pooled(state, tokens, mask):
         vectors = nnx.merge(graphdef, state).pool(tokens, mask)
         return vectors / jnp.maximum(jnp.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
+
+    return pooled
+
+
+def embed(model: Encoder, tokenizer, sentences: list[str], *, batch_size: int = 64) -> np.ndarray:
+    """float32 [S, D]: mean over real tokens, L2-normalised (sentence-transformers' recipe)."""
+    model.eval()
+    graphdef, state = nnx.split(model)
+    pooled = _pooled(graphdef)
 
     out = []
     for start in range(0, len(sentences), batch_size):

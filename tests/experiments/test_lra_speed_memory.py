@@ -10,14 +10,7 @@ def test_quick_form_measures_every_model_against_softmax():
     spec.loader.exec_module(module)
     result = module.main(["--quick"])
     rows = {row["model"]: row for row in result["rows"]}
-    assert set(rows) == {
-        "softmax",
-        "softmax, FFN R=8",
-        "linformer",
-        "linformer, FFN R=8",
-        "performer",
-        "performer, FFN R=8",
-    }
+    assert set(rows) == {"softmax", "softmax, FFN R=8", "linformer", "performer"}
     assert rows["softmax"]["speedup"] == 1.0 and rows["softmax"]["memory_ratio"] == 1.0
     for row in rows.values():
         assert row["step_s"] > 0 and row["bytes"] > 0
