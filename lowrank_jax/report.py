@@ -151,15 +151,24 @@ def _low_rank(row: dict) -> bool:
     return bool(row["ffn_rank"] or row["qkv_rank"])
 
 
+RANK_SERIES = {  # which layers are low rank -> (x value, marker style)
+    "FFN": (lambda r: r["ffn_rank"] if not r["qkv_rank"] else None, "o-"),
+    "Q/K/V": (lambda r: r["qkv_rank"] if not r["ffn_rank"] else None, "s-."),
+    "FFN + Q/K/V": (lambda r: r["ffn_rank"] if r["qkv_rank"] else None, "^:"),
+}
+
+
 def _rank_plot(rows, key: str, ylabel: str, path: Path) -> None:
+    """One line per attention kind and low-rank group (FFN, Q/K/V, both); dense dashed."""
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
     for i, kind in enumerate(sorted({r["attention"] for r in rows})):
         color = f"C{i}"
         measured = [r for r in rows if r["attention"] == kind and r[key] is not None]
-        ranked = sorted((r["ffn_rank"] or r["qkv_rank"], r[key]) for r in measured if _low_rank(r))
-        if ranked:
-            ax.plot(*zip(*ranked, strict=True), "o-", color=color, label=f"{kind}, low rank")
+        for group, (rank_of, style) in RANK_SERIES.items():
+            ranked = sorted((rank_of(r), r[key]) for r in measured if rank_of(r))
+            if ranked:
+                ax.plot(*zip(*ranked, strict=True), style, color=color, label=f"{kind}, {group}")
         for r in measured:
             if not _low_rank(r):
                 ax.axhline(r[key], color=color, linestyle="--", label=f"{kind}, dense")
