@@ -165,8 +165,9 @@ def import_peft(model: nnx.Module, folder: str | Path, *, rngs: nnx.Rngs | None 
     loras = _loras(model)
     for path, pair in sorted(pairs.items()):
         lora = loras[path]
-        if set(pair) != {"A", "B"}:
-            raise ValueError(f"peft import: {bert_name(path)} lacks lora_{'AB'[len(pair) % 2]}")
+        missing_half = sorted({"A", "B"} - set(pair))
+        if missing_half:
+            raise ValueError(f"peft import: {bert_name(path)} lacks lora_{missing_half[0]}")
         a, b = pair["A"].T, pair["B"].T
         if a.shape != lora.lora_a.shape or b.shape != lora.lora_b.shape:
             raise ValueError(

@@ -54,3 +54,22 @@ def test_peft_loads_our_adapter_onto_the_pytorch_model(tmp_path, torch_embed):
     theirs = torch_embed(SENTENCES, adapter=tmp_path / "adapter")
     cosine_distance = 1.0 - np.sum(ours * theirs, axis=-1)
     assert cosine_distance.max() < 1e-4, cosine_distance
+
+
+def test_import_names_the_missing_half_of_a_pair(tmp_path):
+    import json
+
+    from safetensors.numpy import save_file
+
+    from lowrank_jax.models import build_encoder, default_config
+
+    config = default_config()
+    config.update(vocab_size=16, max_len=8, dim=16, heads=2, num_layers=1)
+    model = build_encoder(config, rngs=nnx.Rngs(0))
+    key = "base_model.model.encoder.layer.0.attention.self.query.lora_B.weight"
+    save_file({key: np.zeros((16, 2), np.float32)}, str(tmp_path / "adapter_model.safetensors"))
+    (tmp_path / "adapter_config.json").write_text(
+        json.dumps({"peft_type": "LORA", "r": 2, "lora_alpha": 2})
+    )
+    with pytest.raises(ValueError, match=r"encoder\.layer\.0\.attention\.self\.query lacks lora_A"):
+        import_peft(model, tmp_path)
