@@ -50,9 +50,6 @@ def torch_sdpa_seconds(batch: int, length: int, head_dim: int, repeats: int) -> 
         import torch
     except ImportError:
         return None
-    import statistics
-    import time
-
     generator = torch.Generator().manual_seed(0)
     q, k, v = (
         torch.randn(batch, HEADS, length, head_dim, generator=generator, requires_grad=True)
@@ -63,13 +60,7 @@ def torch_sdpa_seconds(batch: int, length: int, head_dim: int, repeats: int) -> 
         out = torch.nn.functional.scaled_dot_product_attention(q, k, v)
         out.sum().backward()
 
-    run()
-    times = []
-    for _ in range(repeats):
-        began = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - began)
-    return statistics.median(times)
+    return bench.median_seconds(run, repeats)  # run() returns None: nothing to block on
 
 
 def jax_attention_seconds(batch: int, length: int, head_dim: int, repeats: int) -> float:

@@ -32,19 +32,6 @@ HERE = Path(__file__).parent
 FFN = r"layers\.\d+\.ffn\.(up|down)"
 
 
-def batches(tokenizer, sentences: list[str], size: int = 32):
-    """Pipeline-style batches (tokens, mask) for calibration."""
-    for start in range(0, len(sentences), size):
-        encodings = tokenizer.encode_batch(sentences[start : start + size])
-        length = max(len(e.ids) for e in encodings)
-        tokens = np.zeros((len(encodings), length), np.int32)
-        mask = np.zeros((len(encodings), length), bool)
-        for row, encoding in enumerate(encodings):
-            tokens[row, : len(encoding.ids)] = encoding.ids
-            mask[row, : len(encoding.ids)] = True
-        yield {"tokens": tokens, "mask": mask}
-
-
 def ffn_params(model) -> int:
     """Parameters of the FFN denses (kernels or factors, and biases)."""
     flat = nnx.to_flat_state(nnx.state(model, nnx.Param))
@@ -74,7 +61,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         for method in ("plain", "whitened"):
             model, _ = pretrained.load("all-MiniLM-L6-v2")
             model.eval()
-            cal = list(batches(tokenizer, calibration)) if method == "whitened" else None
+            cal = None
+            if method == "whitened":  # padded positions are left out of XᵀX by the mask
+                cal = list(pretrained.batches(tokenizer, calibration, 32))
             surgery.factorize(model, FFN, rank=rank, calibration=cal)
             cosine = np.sum(pretrained.embed(model, tokenizer, held_out) * reference, axis=-1)
             row = {

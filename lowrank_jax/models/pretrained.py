@@ -195,6 +195,19 @@ def _bucket(length: int) -> int:
     return max(16, -(-length // 16) * 16)  # few distinct shapes: few compilations
 
 
+def batches(tokenizer, sentences: list[str], batch_size: int = 64):
+    """Padded batches ``{"tokens", "mask"}`` of the sentences' ids (lengths bucketed by 16)."""
+    for start in range(0, len(sentences), batch_size):
+        encodings = tokenizer.encode_batch(list(sentences[start : start + batch_size]))
+        length = _bucket(max(len(e.ids) for e in encodings))
+        tokens = np.zeros((len(encodings), length), np.int32)
+        mask = np.zeros((len(encodings), length), bool)
+        for row, encoding in enumerate(encodings):
+            tokens[row, : len(encoding.ids)] = encoding.ids
+            mask[row, : len(encoding.ids)] = True
+        yield {"tokens": tokens, "mask": mask}
+
+
 @functools.lru_cache(maxsize=8)
 def _pooled(graphdef):
     """The jitted, normalised mean pooling of one model structure (compiled once per shape)."""
@@ -213,14 +226,8 @@ def embed(model: Encoder, tokenizer, sentences: list[str], *, batch_size: int = 
     graphdef, state = nnx.split(model)
     pooled = _pooled(graphdef)
 
-    out = []
-    for start in range(0, len(sentences), batch_size):
-        encodings = tokenizer.encode_batch(list(sentences[start : start + batch_size]))
-        length = _bucket(max(len(e.ids) for e in encodings))
-        tokens = np.zeros((len(encodings), length), np.int32)
-        mask = np.zeros((len(encodings), length), bool)
-        for row, encoding in enumerate(encodings):
-            tokens[row, : len(encoding.ids)] = encoding.ids
-            mask[row, : len(encoding.ids)] = True
-        out.append(np.asarray(pooled(state, tokens, mask)))
+    out = [
+        np.asarray(pooled(state, batch["tokens"], batch["mask"]))
+        for batch in batches(tokenizer, sentences, batch_size)
+    ]
     return np.concatenate(out) if out else np.zeros((0, model.embed.embedding.shape[1]), np.float32)
