@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 
@@ -84,6 +85,12 @@ def loss_and_accuracy(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, 
         logits.astype(jnp.float32), labels
     ).mean()
     return loss, (logits.argmax(-1) == labels).mean()
+
+
+def optimizer_state_bytes(optimizer: nnx.Optimizer) -> int:
+    """Bytes of the optimizer's state (Adam's moments of the trainable parameters, counts)."""
+    leaves = jax.tree.leaves(nnx.state(optimizer.opt_state))
+    return sum(int(np.prod(x.shape)) * jnp.dtype(x.dtype).itemsize for x in leaves)
 
 
 class TrainStep:

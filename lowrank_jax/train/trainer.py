@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
@@ -144,11 +145,58 @@ def _evaluate(eval_step, state, config, mesh, source, batches: int, prefix: str 
     return {f"{prefix}_{key}": value for key, value in means.items()}
 
 
+def build_model_and_optimizer(config: ml_collections.ConfigDict):
+    """(model, optimizer, trainable filter) of a run's ``config``, as the run starts.
+
+    The model is built from ``config.model`` (a pretrained checkpoint loaded, LoRA
+    and adapters applied) with the run's seeds; ``nnx.eval_shape`` of this gives the
+    shapes alone.
+    """
+    model_config = resolve_config(config.model)
+    rngs = nnx.Rngs(params=config.seed, dropout=config.seed + 1, features=config.seed + 2)
+    model = build_encoder(model_config, rngs=rngs)
+    wrt = trainable_filter(model, config.train.trainable)
+    return model, nnx.Optimizer(model, step.make_optimizer(config.train), wrt=wrt), wrt
+
+
+def load_model(workdir: str | Path) -> nnx.Module:
+    """The model of the run in ``workdir`` at its newest good checkpoint, in eval mode.
+
+    The run's ``config.json`` rebuilds the (model, optimizer) structure, which the
+    checkpoint then fills on one device, whatever mesh the run used.
+
+    Example:
+      model = load_model("runs/lora-trec/lora.rank=8")   # then model(tokens, mask)
+    """
+    workdir = Path(workdir)
+    path = workdir / "config.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{workdir}: not a run directory (no config.json)")
+    config = ml_collections.ConfigDict(json.loads(path.read_text()))
+    model, optimizer, _ = build_model_and_optimizer(config)
+    graphdef, state = nnx.split((model, optimizer))
+    mesh = jax.make_mesh(
+        (1,) * len(sharding.MESH_AXES), sharding.MESH_AXES, devices=jax.devices()[:1]
+    )
+    state = sharding.put_global(state, sharding.state_shardings(state, mesh))
+    checkpointer = Checkpointer(workdir / "checkpoints", keep=1 << 30)  # deletes nothing
+    try:
+        restored = checkpointer.restore_latest(state)
+    finally:
+        checkpointer.close()
+    if restored is None:
+        raise FileNotFoundError(f"{workdir}: no checkpoint restores")
+    # plain single-device arrays: the model then runs outside any mesh context
+    model, _ = nnx.merge(graphdef, jax.tree.map(jnp.asarray, jax.device_get(restored[1])))
+    model.eval()
+    return model
+
+
 def train_and_evaluate(
     config: ml_collections.ConfigDict, workdir: str | Path, *, force: bool = False
 ) -> dict:
     """Train ``config`` in ``workdir`` (resuming if it holds this run) and return the summary."""
-    model_config = validate(config)
+    validate(config)
     workdir = Path(workdir)
     config_dict = json.loads(config.to_json_best_effort(sort_keys=True))
     _check_workdir(workdir, config_dict, force)
@@ -159,12 +207,10 @@ def train_and_evaluate(
         workdir.mkdir(parents=True, exist_ok=True)
     write_json(workdir / "config.json", config_dict)
 
-    rngs = nnx.Rngs(params=config.seed, dropout=config.seed + 1, features=config.seed + 2)
-    model = build_encoder(model_config, rngs=rngs)
-    wrt = trainable_filter(model, train_cfg.trainable)
+    model, optimizer, wrt = build_model_and_optimizer(config)
     params = count_params(model, train_cfg.trainable)
+    params["optimizer_state_bytes"] = step.optimizer_state_bytes(optimizer)
     flops_per_step = 6 * macs_per_token(model) * batch_size * config.data.max_len
-    optimizer = nnx.Optimizer(model, step.make_optimizer(train_cfg), wrt=wrt)
     model.eval()
     eval_graphdef, _ = nnx.split((model, optimizer))
     model.train()
@@ -289,6 +335,7 @@ def _summary(workdir, config, params, writer, train_step, peak_flops, mesh) -> d
         "params_total": params["total"],
         "params_trainable": params["trainable"],
         "params_lora": params["lora"],
+        "optimizer_state_bytes": params["optimizer_state_bytes"],
         "median_step_time_s": writer.median_step_time(),
         "peak_memory_bytes": memory,
         "peak_memory_source": memory_source,

@@ -1,26 +1,67 @@
 import importlib.util
 from pathlib import Path
 
-CONFIG = Path(__file__).resolve().parents[2] / "configs" / "lora_minilm.py"
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
-def _module():
-    spec = importlib.util.spec_from_file_location("lora_minilm_config", CONFIG)
+def _load(path: Path):
+    spec = importlib.util.spec_from_file_location(f"{path.parent.name}_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
 def test_sweep_rows_are_the_lora_papers_table_2_methods():
-    points = _module().get_sweep()
+    points = _load(ROOT / "configs" / "lora_minilm.py").get_sweep()
     assert [p.get("model.lora.rank") for p in points] == [0, 1, 2, 4, 8, 16, 64, 8, 0]
     assert points[0]["train.trainable"] == "all" and points[-1]["model.adapters.bottleneck"] == 16
 
 
-def test_quick_form_fine_tunes_pretrained_minilm_with_lora(tmp_path, quick_train):
-    config = _module().get_config("task=trec,method=lora,rank=8,runlocal")
-    config.data.data_dir = str(tmp_path / "tfds")
-    summary = quick_train(config, tmp_path / "run", steps=2)
+def test_subspace_similarity_phi():
+    phi = _load(ROOT / "experiments" / "lora_subspace" / "run.py").phi
+    rng = np.random.default_rng(0)
+    basis = np.linalg.qr(rng.normal(size=(64, 64)))[0]
+    a = basis[:, :4] * [4.0, 3.0, 2.0, 1.0]  # singular vectors: the first 4 basis columns
+    np.testing.assert_allclose(np.diag(phi(a, a)), 1.0, atol=1e-6)
+    assert np.abs(phi(a, basis[:, 4:20])).max() < 1e-10  # orthogonal subspaces
+    inside = np.concatenate([basis[:, :1], basis[:, 30:45]], axis=1) @ np.diag(np.arange(16, 0, -1))
+    assert phi(a, inside)[0, 0] == pytest.approx(1.0)  # the top directions coincide
+    assert phi(a, inside)[1, 1] == pytest.approx(0.5)  # of the top two, one is shared
+    chance = np.mean(
+        [phi(rng.normal(size=(64, 4)), rng.normal(size=(64, 16)))[:, -1] for _ in range(50)]
+    )
+    assert chance == pytest.approx(16 / 64, abs=0.03)  # random subspaces: about j / in
+
+
+def test_quick_sweep_feeds_the_table_and_the_subspace_figure(tmp_path, quick_sweep):
+    """LoRA R = 8 and 64 on W_q, W_v, 2 steps each on trec: both experiments read them."""
+    rows = quick_sweep(
+        "lora_minilm.py",
+        "task=trec,runlocal",
+        data={"data_dir": str(tmp_path / "tfds")},
+        keep=lambda p: p["model.lora.rank"] in (8, 64) and "model.lora.targets" not in p,
+    )
     # LoRA on W_q, W_v: 6 layers x 2 x R (384 + 384), plus the new 6-class head 384 x 6 + 6
-    assert summary["params_lora"] == 6 * 2 * 8 * (384 + 384) == 73_728
-    assert summary["params_trainable"] == 73_728 + 384 * 6 + 6
+    assert sorted(r["params_trainable"] for r in rows) == [
+        6 * 2 * r * (384 + 384) + 384 * 6 + 6 for r in (8, 64)
+    ]
+    sweep = f"trec={tmp_path / 'sweep'}"
+    table = _load(ROOT / "experiments" / "lora_minilm" / "run.py")
+    (runs,) = table.main(["--runs", sweep, "--out", str(tmp_path / "table")]).values()
+    r8 = runs["LoRA R=8 (W_q, W_v)"]
+    # AdamW's two float32 moments per trainable parameter (+ step counters); the table's
+    # value, from the config's shapes, matched the run's summary (read_sweep checks it)
+    assert (
+        8 * r8["params_trainable"] <= r8["optimizer_state_bytes"] <= 8 * r8["params_trainable"] + 64
+    )
+    assert "| LoRA R=64 (W_q, W_v) | 592,134 |" in (tmp_path / "table" / "table.md").read_text()
+
+    subspace = _load(ROOT / "experiments" / "lora_subspace" / "run.py")
+    out = tmp_path / "subspace"
+    (result,) = subspace.main(["--runs", sweep, "--out", str(out)]).values()
+    assert result["phi"]["5.value"].shape == (8, 64)
+    assert all(0 < moved[8] < 0.1 for moved in result["moved"].values())  # 2 small steps
+    assert (out / "phi.png").exists() and (out / "summary.md").exists()
