@@ -2,9 +2,15 @@
 
     attend(q, k, v) = softmax(q·kᵀ / √K) · v,    q, k, v: [B, N, H, K] -> [B, N, H, K]
 
-Without attention dropout it is ``jax.nn.dot_product_attention`` (XLA's fused
-kernels; cuDNN on GPU when it applies). With dropout the weights are formed
-explicitly so that they can be dropped.
+Without attention dropout it is, by ``implementation``:
+
+- ``"xla"``: ``jax.nn.dot_product_attention`` as XLA compiles it;
+- ``"cudnn"``: the same call with cuDNN's fused flash kernel (GPU, bf16/fp16);
+- ``"blocked"``: ``blocked.blocked_attend``, query blocks with a recomputing
+  backward, which never forms the [B, H, N, N] tensor (the CPU's fast path);
+- ``"auto"``: ``blocked`` on the CPU from N = 1024 up, else ``xla``.
+
+With dropout the weights are formed explicitly so that they can be dropped.
 """
 
 from __future__ import annotations
@@ -16,6 +22,11 @@ import jax.numpy as jnp
 from flax import nnx
 from jaxtyping import Array, Bool, Float
 
+from lowrank_jax.attention.blocked import blocked_attend
+
+IMPLEMENTATIONS = ("auto", "xla", "cudnn", "blocked")
+BLOCKED_FROM = 1024  # "auto" on the CPU: blocked from this many queries up
+
 
 def attend(
     q: Float[Array, "B N H K"],
@@ -25,6 +36,7 @@ def attend(
     causal: bool = False,
     *,
     dropout: Callable[[Array], Array] | None = None,
+    implementation: str = "xla",
 ) -> Float[Array, "B N H K"]:
     """Exact attention; ``mask`` marks real keys (True), ``dropout`` drops weights.
 
@@ -34,9 +46,20 @@ def attend(
       >>> attend(x, x, x, mask=jnp.ones((2, 8), bool)).shape
       (2, 8, 2, 4)
     """
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(
+            f"implementation: unknown {implementation!r}; valid: {', '.join(IMPLEMENTATIONS)}"
+        )
+    if implementation == "auto":
+        cpu = jax.default_backend() == "cpu"
+        implementation = "blocked" if cpu and q.shape[1] >= BLOCKED_FROM else "xla"
     key_mask = None if mask is None else mask[:, None, None, :]  # [B, 1, 1, S]
+    if dropout is None and implementation == "blocked":
+        return blocked_attend(q, k, v, mask, causal)
     if dropout is None:
-        return jax.nn.dot_product_attention(q, k, v, mask=key_mask, is_causal=causal)
+        return jax.nn.dot_product_attention(
+            q, k, v, mask=key_mask, is_causal=causal, implementation=implementation
+        )
     logits = jnp.einsum("bnhk,bshk->bhns", q, k) / jnp.sqrt(q.shape[-1]).astype(q.dtype)
     allowed = jnp.ones(logits.shape[-2:], bool) if key_mask is None else key_mask
     if causal:
@@ -64,6 +87,7 @@ class SoftmaxAttention(nnx.Module):
     Args:
       heads, head_dim, max_len, shared: the context every mixer receives (unused here).
       dropout: attention-weight dropout rate (applied in training mode).
+      implementation: auto | xla | cudnn | blocked (see the module docstring).
       rngs: random streams (``dropout``).
     """
 
@@ -74,11 +98,19 @@ class SoftmaxAttention(nnx.Module):
         head_dim: int,
         max_len: int,
         dropout: float = 0.0,
+        implementation: str = "auto",
         shared: dict | None = None,
         rngs: nnx.Rngs,
     ):
         del heads, head_dim, max_len, shared
+        if implementation not in IMPLEMENTATIONS:
+            raise ValueError(
+                f"implementation: unknown {implementation!r}; valid: {', '.join(IMPLEMENTATIONS)}"
+            )
         self.dropout = weight_dropout(dropout, rngs)
+        self.implementation = implementation
 
     def __call__(self, q, k, v, mask=None):
-        return attend(q, k, v, mask, dropout=active(self.dropout))
+        return attend(
+            q, k, v, mask, dropout=active(self.dropout), implementation=self.implementation
+        )

@@ -25,6 +25,7 @@ from flax import nnx
 from jaxtyping import Array, Bool, Float, Int
 
 from lowrank_jax.attention import ATTENTION, make_attention
+from lowrank_jax.attention.softmax import IMPLEMENTATIONS
 from lowrank_jax.axes import EMBED, LENGTH, MLP, VOCAB
 from lowrank_jax.layers import DENSE, annotated, make_dense
 from lowrank_jax.layers.common import axes_metadata, check_int_range
@@ -72,6 +73,8 @@ def default_config() -> ml_collections.ConfigDict:
                 "kind": "softmax",  # softmax | linformer | performer
                 "dropout": 0.0,  # on attention weights (Performer: must be 0)
                 "dense": {"kind": "dense", "rank": placeholder(int)},  # Q/K/V/output projections
+                # exact attention: auto (blocked on CPU from N = 1024) | xla | cudnn | blocked
+                "softmax": {"implementation": "auto"},
                 "linformer": {"proj_len": 64, "sharing": "none"},  # P; none|headwise|kv|layerwise
                 "performer": {  # M random features; softmax|relu; fixed|step
                     "num_features": 64,
@@ -487,6 +490,11 @@ def _block_config(cfg, layer: int) -> dict:
 def _validate_block(cfg, block: dict, where: str) -> None:
     attention, ffn = block["attention"], block["ffn"]
     _choice(attention["kind"], f"{where}.attention.kind", ATTENTION)
+    _choice(
+        attention["softmax"]["implementation"],
+        f"{where}.attention.softmax.implementation",
+        IMPLEMENTATIONS,
+    )
     _rate(attention["dropout"], f"{where}.attention.dropout")
     _positive(ffn["dim"], f"{where}.ffn.dim")
     _choice(ffn["activation"], f"{where}.ffn.activation", ACTIVATIONS)
