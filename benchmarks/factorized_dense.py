@@ -20,6 +20,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+from common import target
 from flax import nnx
 
 from lowrank_jax.layers import FactorizedDense
@@ -107,6 +108,21 @@ def main(argv: list[str] | None = None) -> list[dict]:
             }
             json.dump({"args": vars(args), **meta, "rows": rows}, f, indent=1)
     return rows
+
+
+def targets(quick: bool) -> list[dict]:
+    rows = main(["--quick"] if quick else [])
+    dim, tokens = (64, 256) if quick else (1024, 8192)
+    return [
+        target(
+            f"1. FactorizedDense R={row['rank']} vs dense, fwd+bwd (D={dim}, {tokens} tokens)",
+            f"{row['speedup']:.2f}× = {row['speedup'] / row['flop_ratio']:.0%} of "
+            f"D/(2R) = {row['flop_ratio']:.1f}",
+            "≥ 85% of D/(2R)",
+            row["speedup"] / row["flop_ratio"] >= 0.85,
+        )
+        for row in rows
+    ]
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from lowrank_jax.models import build_encoder, default_config
+from lowrank_jax.surgery import trainable_filter
 from lowrank_jax.train import sharding, step
 
 
@@ -114,8 +115,9 @@ class EncoderStep:
     """The trainer's own jitted training step for ``model_config`` on one device.
 
     ``EncoderStep(model_config, train_config, batch_size, length)``; ``seconds(repeats)``
-    runs real optimizer steps (state threaded through, as in training) and
-    ``bytes`` is the step program's compiled footprint.
+    runs real optimizer steps (state threaded through, as in training),
+    ``bytes`` is the step program's compiled footprint and ``optimizer_bytes``
+    its optimizer state; ``train_config.trainable`` picks what trains.
     """
 
     def __init__(
@@ -131,13 +133,15 @@ class EncoderStep:
             (1, 1, 1), sharding.MESH_AXES, axis_types=auto, devices=jax.devices()[:1]
         )
         model = build_encoder(model_config, rngs=nnx.Rngs(seed))
-        optimizer = nnx.Optimizer(model, step.make_optimizer(train_config), wrt=nnx.Param)
+        wrt = trainable_filter(model, train_config.trainable)
+        optimizer = nnx.Optimizer(model, step.make_optimizer(train_config), wrt=wrt)
+        self.optimizer_bytes = step.optimizer_state_bytes(optimizer)
         graphdef, state = nnx.split((model, optimizer))
         state_sharding = sharding.state_shardings(state, mesh)
         self.state = sharding.put_global(state, state_sharding)
         replicated = NamedSharding(mesh, PartitionSpec())
         self.step = step.TrainStep(
-            graphdef, nnx.Param, state_sharding, sharding.batch_sharding(mesh), replicated
+            graphdef, wrt, state_sharding, sharding.batch_sharding(mesh), replicated
         )
         batch = _batch(model_config, batch_size, length, seed)
         self.batch = sharding.place_batch(batch, mesh, batch_size)

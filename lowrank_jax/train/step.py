@@ -94,14 +94,20 @@ def optimizer_state_bytes(optimizer: nnx.Optimizer) -> int:
 
 
 class TrainStep:
-    """``step(state, batch) -> (state, metrics)``, jitted with shardings; counts its traces."""
+    """``step(state, batch) -> (state, metrics)``, jitted with shardings; counts its traces.
 
-    def __init__(self, graphdef, wrt, state_sharding, batch_sharding, metrics_sharding):
+    Metrics: loss, accuracy, grad_norm, and learning_rate when ``schedule`` is given."""
+
+    def __init__(
+        self, graphdef, wrt, state_sharding, batch_sharding, metrics_sharding, schedule=None
+    ):
         self.traces = 0
 
         def step(state, batch):
             self.traces += 1
             model, optimizer = nnx.merge(graphdef, state)
+            # this step's learning rate, on the device: the host never evaluates the schedule
+            rate = {} if schedule is None else {"learning_rate": schedule(optimizer.step[...])}
 
             def loss_fn(model):
                 logits = model(batch["tokens"], batch["mask"])
@@ -112,7 +118,12 @@ class TrainStep:
                 loss_fn, argnums=nnx.DiffState(0, wrt), has_aux=True
             )(model)
             optimizer.update(model, grads)
-            metrics = {"loss": loss, "accuracy": accuracy, "grad_norm": optax.tree.norm(grads)}
+            metrics = {
+                "loss": loss,
+                "accuracy": accuracy,
+                "grad_norm": optax.tree.norm(grads),
+                **rate,
+            }
             return nnx.state((model, optimizer)), metrics
 
         self._step = jax.jit(

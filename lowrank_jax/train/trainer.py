@@ -45,6 +45,9 @@ TOP_LEVEL = ("seed", "data", "model", "train", "mesh")
 RUN_FILES = ("checkpoints", "metrics.jsonl", "tensorboard", "summary.json", "config.json")
 # Fault injection for tests: SIGKILL this process right after finishing step N.
 KILL_AT_STEP = "LOWRANK_JAX_KILL_AT_STEP"
+# jax.transfer_guard level for the training loop (allow | log | disallow): "disallow"
+# makes any implicit host<->device transfer in the loop an error (benchmarks/recompile.py).
+TRANSFER_GUARD = "LOWRANK_JAX_TRANSFER_GUARD"
 
 
 class NonFiniteLossError(RuntimeError):
@@ -137,11 +140,13 @@ def _fingerprint(params: nnx.State) -> str:
 def _evaluate(eval_step, state, config, mesh, source, batches: int, prefix: str = "eval"):
     """Mean metrics over the first ``batches`` batches of ``source`` (rewound each time)."""
     source.set_state({"step": 0})  # every evaluation reads the same batches
-    results = [
-        eval_step(state, sharding.place_batch(next(source), mesh, config.train.batch_size))
-        for _ in range(batches)
-    ]
-    means = {key: float(np.mean([float(r[key]) for r in results])) for key in results[0]}
+    results = jax.device_get(
+        [
+            eval_step(state, sharding.place_batch(next(source), mesh, config.train.batch_size))
+            for _ in range(batches)
+        ]
+    )
+    means = {key: float(np.mean([r[key] for r in results])) for key in results[0]}
     return {f"{prefix}_{key}": value for key, value in means.items()}
 
 
@@ -219,7 +224,10 @@ def train_and_evaluate(
     state = sharding.put_global(state, state_sharding)
     replicated = NamedSharding(mesh, PartitionSpec())
     batch_sharding = sharding.batch_sharding(mesh)
-    train_step = step.TrainStep(graphdef, wrt, state_sharding, batch_sharding, replicated)
+    schedule = step.make_schedule(train_cfg)
+    train_step = step.TrainStep(
+        graphdef, wrt, state_sharding, batch_sharding, replicated, schedule=schedule
+    )
     eval_step = step.make_eval_step(eval_graphdef, state_sharding, batch_sharding, replicated)
 
     rows = sharding.local_rows(mesh, batch_size)
@@ -241,42 +249,51 @@ def train_and_evaluate(
             return json.loads(summary_path.read_text())
         _say(f"resuming {workdir} from step {start}")
 
-    schedule = step.make_schedule(train_cfg)
     peak_flops = train_cfg.peak_flops or matmul_peak_flops()
     kill_at = int(os.environ.get(KILL_AT_STEP, "-1"))
     writer = MetricsWriter(workdir, total_steps=train_cfg.steps, start_step=start)
     last_saved = start if restored is not None else None
+    guard = jax.transfer_guard(os.environ.get(TRANSFER_GUARD, "allow"))
     try:
+        guard.__enter__()
+        # Steps are dispatched without waiting; the host syncs (one explicit transfer of
+        # the step's scalars) only where it needs them: the first step (its compilation
+        # timed apart), and steps that log, evaluate, checkpoint or end the run.
+        window_start, window_began = start, time.perf_counter()
         for index in range(start, train_cfg.steps):
             batch = sharding.place_batch(next(source), mesh, batch_size)
-            began = time.perf_counter()
             state, metrics = train_step(state, batch)
-            jax.block_until_ready((state, metrics))
-            seconds = time.perf_counter() - began
-            if index > start:  # the first call compiles
-                writer.step_time(seconds)
-            loss = float(metrics["loss"])
             done = index + 1
+            logs = done % train_cfg.log_every == 0
+            evaluates = bool(train_cfg.eval_every) and done % train_cfg.eval_every == 0
+            saves = done % train_cfg.checkpoint_every == 0 or done == train_cfg.steps
+            writer.advance()
+            if not (index == start or logs or evaluates or saves or done == kill_at):
+                continue
+            metrics = jax.device_get(metrics)  # waits for the step
+            now = time.perf_counter()
+            seconds = (now - window_began) / (done - window_start)
+            if index > start:  # the first step's window holds its compilation
+                writer.step_time(seconds)
+            window_start, window_began = done, now
+            loss = float(metrics["loss"])
             if not math.isfinite(loss):
                 raise NonFiniteLossError(
-                    f"non-finite loss ({loss}) at step {done}; stopped without saving it "
+                    f"non-finite loss ({loss}) by step {done}; stopped without saving it "
                     f"(last checkpoint: {last_saved if last_saved is not None else 'none'})"
                 )
-            writer.advance()
             record = {}
-            if done % train_cfg.log_every == 0 or done == train_cfg.steps:
+            if logs or done == train_cfg.steps:
                 record = {
                     "loss": loss,
                     "accuracy": float(metrics["accuracy"]),
                     "grad_norm": float(metrics["grad_norm"]),
-                    "learning_rate": float(schedule(index)),
+                    "learning_rate": float(metrics["learning_rate"]),
                     "step_time_s": seconds,
                     "tokens_per_s": batch_size * config.data.max_len / seconds,
                     "mfu": flops_per_step / seconds / peak_flops,
                 }
-            if (
-                train_cfg.eval_every and done % train_cfg.eval_every == 0
-            ) or done == train_cfg.steps:
+            if evaluates or done == train_cfg.steps:
                 record.update(
                     _evaluate(eval_step, state, config, mesh, eval_source, train_cfg.eval_batches)
                 )
@@ -298,12 +315,13 @@ def train_and_evaluate(
                 )
             if record:
                 writer.write(done, record)
-            if done % train_cfg.checkpoint_every == 0 or done == train_cfg.steps:
+            if saves:
                 checkpointer.save(done, state, source.get_state())
                 last_saved = done
             if done == kill_at:
                 os.kill(os.getpid(), signal.SIGKILL)
     finally:
+        guard.__exit__(None, None, None)
         checkpointer.close()
         writer.close()
 

@@ -60,10 +60,11 @@ def test_training_step_memory_is_linear_not_quadratic_in_n():
     assert step_bytes("blocked") < square / 2  # about 3 [B, H, 256, N] blocks live at once
 
 
-def test_auto_picks_blocked_on_cpu_for_long_inputs_and_bad_names_fail():
+def test_auto_picks_blocked_on_the_cpu_for_long_inputs_and_bad_names_fail():
     q, k, v = jax.random.normal(jax.random.key(0), (3, 1, 1024, 1, 4))
     text = str(jax.make_jaxpr(lambda q: attend(q, k, v, implementation="auto"))(q))
-    assert "scan" in text and "custom_vjp" in text
+    on_cpu = jax.default_backend() == "cpu"  # elsewhere auto is XLA's (cuDNN's) attention
+    assert ("scan" in text and "custom_vjp" in text) == on_cpu
     with pytest.raises(ValueError, match="implementation: unknown 'fast'; valid: auto"):
         make_attention(
             "softmax",

@@ -1,0 +1,57 @@
+"""What every benchmark shares: the target rows, their verdicts, the report."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+from lowrank_jax import bench
+
+PASS, SHORT, INFO = "pass", "falls short", "—"
+
+
+def target(name: str, measured: str, goal: str, ok: bool | None, **data) -> dict:
+    """One row of the report: what was measured against which goal, and the verdict.
+
+    ``ok`` None: reported only (no goal, or the comparison could not run here).
+    """
+    return {
+        "target": name,
+        "measured": measured,
+        "goal": goal,
+        "status": INFO if ok is None else PASS if ok else SHORT,
+        **data,
+    }
+
+
+def torch_or_none():
+    """``torch`` when importable (the optional peers), else None."""
+    if importlib.util.find_spec("torch") is None:
+        return None
+    import torch
+
+    return torch
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| target | measured | goal | status |", "|---|---|---|---|"]
+    lines += [f"| {r['target']} | {r['measured']} | {r['goal']} | {r['status']} |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def report(rows: list[dict], out: str | Path | None, title: str) -> None:
+    """Print the table with the machine, and write it as JSON and Markdown under ``out``."""
+    machine = bench.machine()
+    torch = torch_or_none()
+    if torch is not None:
+        machine["torch"] = torch.__version__
+        machine["torch_threads"] = torch.get_num_threads()
+    header = f"# {title}\n\n" + ", ".join(f"{k} {v}" for k, v in machine.items()) + "\n\n"
+    text = header + markdown(rows)
+    print(text, flush=True)
+    if out:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.md").write_text(text)
+        (out / "results.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))

@@ -1,0 +1,142 @@
+"""MiniLM fine-tuning steps: LoRA (R = 8 on W_q, W_v) vs full, ours and Hugging Face peft's.
+
+Targets (issue 8):
+  5. our LoRA step at most 0.75x our full fine-tuning step; LoRA's optimizer
+     state at most 1% of full's;
+  6. our steps against transformers + peft on PyTorch (CPU) at the same shapes
+     (B = 32, N = 128): ours at most 1.0x their time.
+
+Both sides: all-MiniLM-L6-v2's architecture (6 layers, 384 wide, 12 heads),
+a 2-class head on the mean-pooled output, cross-entropy, AdamW, random tokens
+with every position real. Ours is the trainer's own jitted step
+(``bench.EncoderStep``); theirs is ``BertModel`` (eager, SDPA attention) with
+``loss.backward(); optimizer.step(); optimizer.zero_grad()``.
+
+    python benchmarks/lora_step.py            # B = 32, N = 128
+    python benchmarks/lora_step.py --quick    # B = 2, N = 16
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from common import report, target, torch_or_none
+
+from lowrank_jax import bench
+from lowrank_jax.config import train_defaults
+from lowrank_jax.models import pretrained
+
+NAME = "all-MiniLM-L6-v2"
+TARGETS = r"layers\.\d+\.attention\.(query|value)"
+
+
+def ours(method: str, batch: int, length: int, repeats: int) -> dict:
+    model = pretrained.config_of(NAME, num_classes=2)
+    model.update(max_len=512, pooling="mean")
+    train = train_defaults().train
+    if method == "lora":
+        model.lora.update(rank=8, alpha=16.0, targets=TARGETS)
+        train.trainable = r".*lora_[ab]|head\..*"
+    else:
+        train.trainable = "all"
+    step = bench.EncoderStep(model, train, batch, length)
+    return {"seconds": step.seconds(repeats), "optimizer_bytes": step.optimizer_bytes}
+
+
+def peft_seconds(method: str, batch: int, length: int, repeats: int) -> float | None:
+    """transformers' BertModel (+ peft LoRA) step on the CPU, or None without them."""
+    torch = torch_or_none()
+    try:
+        import transformers
+    except ImportError:
+        return None
+    torch.manual_seed(0)
+    encoder = transformers.AutoModel.from_pretrained(str(pretrained.model_dir(NAME)))
+    if method == "lora":
+        try:
+            import peft
+        except ImportError:
+            return None
+        config = peft.LoraConfig(r=8, lora_alpha=16, target_modules=["query", "value"])
+        encoder = peft.get_peft_model(encoder, config)
+    encoder.train()
+    head = torch.nn.Linear(encoder.config.hidden_size, 2)
+    trainable = [p for p in encoder.parameters() if p.requires_grad] + list(head.parameters())
+    optimizer = torch.optim.AdamW(trainable, lr=1e-4)
+    generator = torch.Generator().manual_seed(0)
+    tokens = torch.randint(1, encoder.config.vocab_size, (batch, length), generator=generator)
+    mask = torch.ones(batch, length, dtype=torch.long)
+    labels = torch.randint(0, 2, (batch,), generator=generator)
+
+    def run():
+        hidden = encoder(input_ids=tokens, attention_mask=mask).last_hidden_state
+        loss = torch.nn.functional.cross_entropy(head(hidden.mean(1)), labels)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+    return bench.median_seconds(run, repeats)
+
+
+def targets(quick: bool) -> list[dict]:
+    batch, length, repeats = (2, 16, 2) if quick else (32, 128, 5)
+    try:
+        pretrained.model_dir(NAME)
+    except ImportError as missing:  # e.g. a lent GPU machine without the weights' package
+        return [target("5, 6. MiniLM fine-tuning steps", f"not run: {missing}", "—", None)]
+    mine = {m: ours(m, batch, length, repeats) for m in ("full", "lora")}
+    theirs = {m: peft_seconds(m, batch, length, repeats) for m in ("full", "lora")}
+    for m in mine:
+        print(
+            f"{m}: ours {mine[m]['seconds'] * 1e3:.0f} ms, peft/torch "
+            f"{'—' if theirs[m] is None else f'{theirs[m] * 1e3:.0f} ms'}",
+            flush=True,
+        )
+    step_ratio = mine["lora"]["seconds"] / mine["full"]["seconds"]
+    state_ratio = mine["lora"]["optimizer_bytes"] / mine["full"]["optimizer_bytes"]
+    shape = f"B={batch}, N={length}"
+    rows = [
+        target(
+            f"5. MiniLM LoRA R=8 (W_q, W_v) step vs full fine-tuning ({shape})",
+            f"{mine['lora']['seconds'] * 1e3:.0f} vs {mine['full']['seconds'] * 1e3:.0f} ms: "
+            f"{step_ratio:.2f}×",
+            "≤ 0.75×",
+            step_ratio <= 0.75,
+        ),
+        target(
+            "5. LoRA optimizer state vs full",
+            f"{mine['lora']['optimizer_bytes'] / 2**20:.2f} vs "
+            f"{mine['full']['optimizer_bytes'] / 2**20:.1f} MiB: {state_ratio:.2%}",
+            "≤ 1%",
+            state_ratio <= 0.01,
+        ),
+    ]
+    for method in ("full", "lora"):
+        peer = theirs[method]
+        seconds = mine[method]["seconds"]
+        rows.append(
+            target(
+                f"6. MiniLM {method} step: ours vs transformers{' + peft' * (method == 'lora')} "
+                f"({shape})",
+                "peer not installed"
+                if peer is None
+                else f"{seconds * 1e3:.0f} vs {peer * 1e3:.0f} ms: {seconds / peer:.2f}×",
+                "≤ 1.0×",
+                None if peer is None else seconds <= peer,
+            )
+        )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", help="write results.json / results.md here")
+    args = parser.parse_args(argv)
+    rows = targets(args.quick)
+    report(rows, args.out, "MiniLM fine-tuning step")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
