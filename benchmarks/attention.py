@@ -24,7 +24,7 @@ from __future__ import annotations
 import argparse
 
 import jax
-from common import report, target, torch_or_none
+from common import report, target, torch_device, torch_or_none, torch_seconds
 from flax import nnx
 
 from lowrank_jax import bench
@@ -85,23 +85,23 @@ def jax_layer(kind: str, batch: int, n: int, features: int, repeats: int) -> flo
     return bench.median_seconds(lambda: grad(params, x), repeats)
 
 
-def torch_seconds(kind: str, batch: int, n: int, features: int, repeats: int) -> float | None:
+def torch_peer(kind: str, batch: int, n: int, features: int, repeats: int) -> float | None:
     """Seconds of one fwd+bwd in PyTorch: SDPA, performer-pytorch or linformer; None if absent."""
     torch = torch_or_none()
     if torch is None:
         return None
-    generator = torch.Generator().manual_seed(0)
+    device = torch_device(torch)
+    torch.manual_seed(0)
     if kind == "linformer-layer":
         try:
             from linformer import LinformerSelfAttention
         except ImportError:
             return None
-        layer = LinformerSelfAttention(DIM, seq_len=n, k=features, heads=HEADS)
-        x = torch.randn(batch, n, DIM, generator=generator, requires_grad=True)
-        run = lambda: layer(x).sum().backward()  # noqa: E731
-        return bench.median_seconds(run, repeats)
+        layer = LinformerSelfAttention(DIM, seq_len=n, k=features, heads=HEADS).to(device)
+        x = torch.randn(batch, n, DIM, device=device, requires_grad=True)
+        return torch_seconds(torch, lambda: layer(x).sum().backward(), repeats)
     q, k, v = (
-        torch.randn(batch, HEADS, n, DIM // HEADS, generator=generator, requires_grad=True)
+        torch.randn(batch, HEADS, n, DIM // HEADS, device=device, requires_grad=True)
         for _ in range(3)
     )
     if kind == "sdpa":
@@ -111,8 +111,8 @@ def torch_seconds(kind: str, batch: int, n: int, features: int, repeats: int) ->
             from performer_pytorch import FastAttention
         except ImportError:
             return None
-        mixer = FastAttention(DIM // HEADS, nb_features=features)
-    return bench.median_seconds(lambda: mixer(q, k, v).sum().backward(), repeats)
+        mixer = FastAttention(DIM // HEADS, nb_features=features).to(device)
+    return torch_seconds(torch, lambda: mixer(q, k, v).sum().backward(), repeats)
 
 
 def measure(batch: int, lengths: list[int], features: int, repeats: int, exact_up_to: int):
@@ -124,10 +124,10 @@ def measure(batch: int, lengths: list[int], features: int, repeats: int, exact_u
             if kind in ("blocked", "xla") and n > exact_up_to:
                 continue
             row[kind] = jax_mixer(kind, batch, n, features, many)
-        row["sdpa"] = torch_seconds("sdpa", batch, n, features, many)
-        row["performer-pytorch"] = torch_seconds("performer", batch, n, features, many)
+        row["sdpa"] = torch_peer("sdpa", batch, n, features, many)
+        row["performer-pytorch"] = torch_peer("performer", batch, n, features, many)
         row["linformer-layer"] = jax_layer("linformer", batch, n, features, many)
-        row["linformer-pytorch-layer"] = torch_seconds("linformer-layer", batch, n, features, many)
+        row["linformer-pytorch-layer"] = torch_peer("linformer-layer", batch, n, features, many)
         rows.append(row)
         print(_line(row), flush=True)
     return rows

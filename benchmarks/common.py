@@ -34,6 +34,24 @@ def torch_or_none():
     return torch
 
 
+def torch_device(torch) -> str:
+    """Where the PyTorch peer runs: the GPU when JAX also runs on one, else the CPU."""
+    import jax
+
+    return "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu"
+
+
+def torch_seconds(torch, run, repeats: int) -> float:
+    """Median seconds of ``run()`` (PyTorch work), waiting for the GPU where it runs there."""
+
+    def call():
+        run()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+
+    return bench.median_seconds(call, repeats)
+
+
 def markdown(rows: list[dict]) -> str:
     lines = ["| target | measured | goal | status |", "|---|---|---|---|"]
     lines += [f"| {r['target']} | {r['measured']} | {r['goal']} | {r['status']} |" for r in rows]

@@ -9,6 +9,7 @@ the compiled step (``cost_analysis``: every matmul, attention included, plus
 elementwise work) and the model count 6 · (dense MACs per token) · tokens +
 the attention products (QKᵀ and PV: 4 · N² · D per sequence and layer, x3 for
 forward + backward). MFU uses the model count, as the PaLM paper defines it.
+On a GPU the model computes in bfloat16, the dtype of the measured peak.
 
     python benchmarks/encoder_mfu.py
     python benchmarks/encoder_mfu.py --quick
@@ -18,7 +19,9 @@ from __future__ import annotations
 
 import argparse
 
+import jax
 from common import report, target
+from flax import nnx
 
 from lowrank_jax import bench
 from lowrank_jax.config import train_defaults
@@ -42,6 +45,8 @@ def config(quick: bool):
         dropout=0.0,
     )
     model.ffn.dim = 4 * dim
+    if jax.default_backend() != "cpu":  # the peak is measured in bfloat16 there
+        model.dtype = "bfloat16"
     return model, length
 
 
@@ -51,8 +56,6 @@ def targets(quick: bool) -> list[dict]:
     step = bench.EncoderStep(model, train_defaults().train, batch, length)
     seconds = step.seconds(repeats)
     peak = matmul_peak_flops()
-    from flax import nnx
-
     dense_macs = macs_per_token(build_encoder(model, rngs=nnx.Rngs(0)))
     attention = 3 * 4 * length * length * model.dim * model.num_layers * batch
     flops = 6 * dense_macs * batch * length + attention

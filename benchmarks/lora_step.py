@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import argparse
 
-from common import report, target, torch_or_none
+from common import report, target, torch_device, torch_or_none, torch_seconds
 
 from lowrank_jax import bench
 from lowrank_jax.config import train_defaults
@@ -50,6 +50,7 @@ def peft_seconds(method: str, batch: int, length: int, repeats: int) -> float | 
         import transformers
     except ImportError:
         return None
+    device = torch_device(torch)
     torch.manual_seed(0)
     encoder = transformers.AutoModel.from_pretrained(str(pretrained.model_dir(NAME)))
     if method == "lora":
@@ -59,14 +60,13 @@ def peft_seconds(method: str, batch: int, length: int, repeats: int) -> float | 
             return None
         config = peft.LoraConfig(r=8, lora_alpha=16, target_modules=["query", "value"])
         encoder = peft.get_peft_model(encoder, config)
-    encoder.train()
-    head = torch.nn.Linear(encoder.config.hidden_size, 2)
+    encoder.train().to(device)
+    head = torch.nn.Linear(encoder.config.hidden_size, 2).to(device)
     trainable = [p for p in encoder.parameters() if p.requires_grad] + list(head.parameters())
     optimizer = torch.optim.AdamW(trainable, lr=1e-4)
-    generator = torch.Generator().manual_seed(0)
-    tokens = torch.randint(1, encoder.config.vocab_size, (batch, length), generator=generator)
-    mask = torch.ones(batch, length, dtype=torch.long)
-    labels = torch.randint(0, 2, (batch,), generator=generator)
+    tokens = torch.randint(1, encoder.config.vocab_size, (batch, length), device=device)
+    mask = torch.ones(batch, length, dtype=torch.long, device=device)
+    labels = torch.randint(0, 2, (batch,), device=device)
 
     def run():
         hidden = encoder(input_ids=tokens, attention_mask=mask).last_hidden_state
@@ -75,7 +75,7 @@ def peft_seconds(method: str, batch: int, length: int, repeats: int) -> float | 
         optimizer.step()
         optimizer.zero_grad()
 
-    return bench.median_seconds(run, repeats)
+    return torch_seconds(torch, run, repeats)
 
 
 def targets(quick: bool) -> list[dict]:
