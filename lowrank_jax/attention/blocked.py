@@ -5,15 +5,18 @@
 XLA's CPU attention (``jax.nn.dot_product_attention``) forms the whole
 [B, H, N, N] score tensor, keeps the weights for the backward pass and streams
 both through memory several times: at N = 4096 that is 1 GiB per tensor for
-B = 4, H = 4, and the step is memory-bound. Here the queries are taken
-``block`` at a time (a ``lax.scan``), each block against all keys, so a block's
-scores stay small enough for the cache; the forward keeps only the output and
-the log-sum-exp of each row, and the backward (a ``custom_vjp``) recomputes a
-block's weights from them (FlashAttention, Dao et al. 2022, arXiv 2205.14135,
-Alg. 2 and 4, with the key loop done in one product: every key fits).
+B = 4, H = 4, and the step is bound by memory (and by first-touch page faults
+on freshly allocated outputs), not by FLOPs. Here each (sequence, head) is
+one iteration of a ``lax.map`` and, inside it, the queries are taken ``block``
+at a time (a ``lax.scan``), each tile against all keys as plain 2-D matmuls:
+a tile's [block, N] scores stay in cache and its buffers are reused by every
+iteration. The forward keeps only the output and the log-sum-exp of each row;
+the backward (a ``custom_vjp``) recomputes a tile's weights from them
+(FlashAttention, Dao et al. 2022, arXiv 2205.14135, Alg. 2 and 4, with the key
+loop done in one product: every key fits).
 
-Memory: O(B·H·block·N) for scores instead of O(B·H·N²). FLOPs: one more
-QKᵀ product in the backward than the materialising version.
+Memory: O(block·N) for scores instead of O(B·H·N²). FLOPs: one more QKᵀ
+product in the backward than the materialising version.
 """
 
 from __future__ import annotations
@@ -28,33 +31,39 @@ from jaxtyping import Array, Bool, Float
 _NEG = -1e30  # masked scores: finite, so an all-masked row gives uniform weights, not NaN
 
 
-def _blocks(x: Array, block: int) -> Array:
-    """[B, N, H, K] -> [N/block, B, H, block, K] (N padded to a multiple of block)."""
+def _heads(x: Array) -> Array:
+    """[B, N, H, K] -> [B·H, N, K]: one row of work per (sequence, head)."""
     b, n, h, d = x.shape
-    x = jnp.pad(x, ((0, 0), (0, -n % block), (0, 0), (0, 0)))
-    return x.reshape(b, -1, block, h, d).transpose(1, 0, 3, 2, 4)
+    return x.transpose(0, 2, 1, 3).reshape(b * h, n, d)
 
 
-def _unblock(x: Array, n: int) -> Array:
-    """[N/block, B, H, block, K] -> [B, N, H, K]."""
-    nb, b, h, block, d = x.shape
-    return x.transpose(1, 0, 3, 2, 4).reshape(b, nb * block, h, d)[:, :n]
+def _unheads(x: Array, b: int) -> Array:
+    """[B·H, N, K] -> [B, N, H, K]."""
+    bh, n, d = x.shape
+    return x.reshape(b, bh // b, n, d).transpose(0, 2, 1, 3)
 
 
-def _bias(mask: Array | None, causal: bool, start: Array, block: int, keys: int) -> Array:
-    """Additive score bias [B or 1, 1, block, S] of one query block (0 or _NEG)."""
-    bias = jnp.zeros((1, 1, 1, keys), jnp.float32)
-    if mask is not None:
-        bias = jnp.where(mask[:, None, None, :], 0.0, _NEG)
-    if causal:
-        rows = start + jnp.arange(block)[:, None]
-        bias = bias + jnp.where(jnp.arange(keys)[None, :] <= rows, 0.0, _NEG)[None, None]
-    return bias
+def _tiles(x: Array, block: int) -> Array:
+    """[N, K] -> [N/block, block, K], N zero-padded to a multiple of block."""
+    x = jnp.pad(x, ((0, -x.shape[0] % block), (0, 0)))
+    return x.reshape(-1, block, x.shape[-1])
 
 
-def _scores(qb, k, bias, scale):
-    s = jnp.einsum("bhqd,bhsd->bhqs", qb, k, preferred_element_type=jnp.float32)
-    return s * scale + bias
+def _bias(key_bias: Array | None, causal: bool, start: Array, block: int) -> Array:
+    """Additive score bias [block, S] of one query tile: padded keys, future keys."""
+    if key_bias is None:
+        return 0.0
+    if not causal:
+        return key_bias[None, :]
+    rows = start + jnp.arange(block)[:, None]
+    return key_bias[None, :] + jnp.where(jnp.arange(key_bias.shape[0]) <= rows, 0.0, _NEG)
+
+
+def _key_bias(mask: Array | None, causal: bool, b: int, h: int, s: int) -> Array | None:
+    """[B·H, S]: 0 for real keys, _NEG for padding; None when nothing is masked."""
+    if mask is None:
+        return jnp.zeros((b * h, s), jnp.float32) if causal else None
+    return jnp.repeat(jnp.where(mask, 0.0, _NEG).astype(jnp.float32), h, axis=0)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
@@ -63,22 +72,28 @@ def _attend(q, k, v, mask, causal, block):
 
 
 def _forward(q, k, v, mask, causal, block):
-    n, d = q.shape[1], q.shape[-1]
+    (b, n, h, d), s = q.shape, k.shape[1]
     scale = 1.0 / math.sqrt(d)
-    kt, vt = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, H, S, K]
 
-    def one(_, inputs):
-        index, qb = inputs
-        s = _scores(qb, kt, _bias(mask, causal, index * block, block, kt.shape[2]), scale)
-        m = s.max(-1, keepdims=True)
-        p = jnp.exp(s - m)
-        total = p.sum(-1, keepdims=True)
-        out = jnp.einsum("bhqs,bhsd->bhqd", p.astype(v.dtype), vt) / total.astype(v.dtype)
-        return None, (out, (m + jnp.log(total))[..., 0])
+    def head(inputs):  # one (sequence, head): a scan over its query tiles
+        qt, kk, vv, key_bias = inputs
+        kt = kk.T  # [K, S], once per head
 
-    qbs = _blocks(q, block)
-    _, (out, lse) = jax.lax.scan(one, None, (jnp.arange(qbs.shape[0]), qbs))
-    return _unblock(out, n), (q, k, v, mask, out, lse)
+        def tile(_, inputs):
+            index, qb = inputs
+            scores = (qb * scale) @ kt + _bias(key_bias, causal, index * block, block)
+            top = scores.max(-1, keepdims=True)
+            p = jnp.exp(scores - top)
+            total = p.sum(-1, keepdims=True)
+            return None, ((p @ vv) / total, (top + jnp.log(total))[:, 0])
+
+        _, (out, lse) = jax.lax.scan(tile, None, (jnp.arange(qt.shape[0]), qt))
+        return out, lse
+
+    qt = jax.vmap(lambda x: _tiles(x, block))(_heads(q))  # [B·H, N/block, block, K]
+    out, lse = jax.lax.map(head, (qt, _heads(k), _heads(v), _key_bias(mask, causal, b, h, s)))
+    result = _unheads(out.reshape(b * h, -1, d)[:, :n], b)
+    return result, (q, k, v, mask, out, lse)
 
 
 def _attend_fwd(q, k, v, mask, causal, block):
@@ -86,32 +101,45 @@ def _attend_fwd(q, k, v, mask, causal, block):
 
 
 def _attend_bwd(causal, block, residuals, grad):
-    q, k, v, mask, out_blocks, lse = residuals
-    n, d = q.shape[1], q.shape[-1]
+    q, k, v, mask, out, lse = residuals
+    (b, n, h, d), s = q.shape, k.shape[1]
     scale = 1.0 / math.sqrt(d)
-    kt, vt = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
 
-    def one(carry, inputs):
-        dk, dv = carry
-        index, qb, ob, gb, lb = inputs
-        s = _scores(qb, kt, _bias(mask, causal, index * block, block, kt.shape[2]), scale)
-        p = jnp.exp(s - lb[..., None])  # the forward's weights, recomputed
-        dv = dv + jnp.einsum("bhqs,bhqd->bhsd", p.astype(gb.dtype), gb)
-        dp = jnp.einsum("bhqd,bhsd->bhqs", gb, vt, preferred_element_type=jnp.float32)
-        delta = jnp.sum(gb * ob, axis=-1, keepdims=True, dtype=jnp.float32)
-        ds = (p * (dp - delta) * scale).astype(qb.dtype)
-        dq = jnp.einsum("bhqs,bhsd->bhqd", ds, kt)
-        dk = dk + jnp.einsum("bhqs,bhqd->bhsd", ds, qb)
-        return (dk, dv), dq
+    def head(inputs):
+        qt, gt, ot, lt, kk, vv, key_bias = inputs
+        kt, vt = kk.T, vv.T
 
-    qbs, gbs = _blocks(q, block), _blocks(grad, block)
-    zeros = jnp.zeros_like(kt)
-    (dk, dv), dq = jax.lax.scan(
-        one, (zeros, zeros), (jnp.arange(qbs.shape[0]), qbs, out_blocks, gbs, lse)
+        def tile(carry, inputs):
+            dk, dv = carry
+            index, qb, gb, ob, lb = inputs
+            scores = (qb * scale) @ kt + _bias(key_bias, causal, index * block, block)
+            p = jnp.exp(scores - lb[:, None])  # the forward's weights, recomputed
+            dv = dv + p.T @ gb
+            delta = jnp.sum(gb * ob, axis=-1, keepdims=True)
+            ds = p * (gb @ vt - delta) * scale
+            dk = dk + ds.T @ qb
+            return (dk, dv), ds @ kk
+
+        zeros = jnp.zeros_like(kk)
+        (dk, dv), dq = jax.lax.scan(tile, (zeros, zeros), (jnp.arange(qt.shape[0]), qt, gt, ot, lt))
+        return dq, dk, dv
+
+    tiles = jax.vmap(lambda x: _tiles(x, block))
+    dq, dk, dv = jax.lax.map(
+        head,
+        (
+            tiles(_heads(q)),
+            tiles(_heads(grad)),
+            out,
+            lse,
+            _heads(k),
+            _heads(v),
+            _key_bias(mask, causal, b, h, s),
+        ),
     )
-    back = lambda x: x.transpose(0, 2, 1, 3)  # noqa: E731  [B, H, S, K] -> [B, S, H, K]
+    dq = _unheads(dq.reshape(b * h, -1, d)[:, :n], b)
     mask_grad = None if mask is None else jnp.zeros(mask.shape, jax.dtypes.float0)
-    return _unblock(dq, n), back(dk), back(dv), mask_grad
+    return dq, _unheads(dk, b), _unheads(dv, b), mask_grad
 
 
 _attend.defvjp(_attend_fwd, _attend_bwd)
@@ -124,7 +152,7 @@ def blocked_attend(
     mask: Bool[Array, "B S"] | None = None,
     causal: bool = False,
     *,
-    block: int = 256,
+    block: int = 128,
 ) -> Float[Array, "B N H K"]:
     """Exact attention, ``block`` queries at a time; ``mask`` marks real keys (True).
 
