@@ -149,7 +149,7 @@ def _line(row) -> str:
 
 def targets(quick: bool) -> list[dict]:
     if quick:
-        batch, lengths, features, repeats, exact_up_to = 1, [256, 512], 16, 1, 512
+        batch, lengths, features, repeats, exact_up_to = 1, [256], 16, 1, 256
     else:
         batch, lengths, features, repeats, exact_up_to = 4, [4096, 8192, 16384], 256, 3, 8192
     rows = measure(batch, lengths, features, repeats, exact_up_to)

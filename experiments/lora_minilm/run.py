@@ -13,7 +13,10 @@ and optimizer-state bytes, each also as a ratio to full fine-tuning.
 
 Optimizer-state bytes are computed from each run's config (``nnx.eval_shape``
 of the trainer's own model and optimizer, nothing allocated); where the run's
-summary.json records them too, the two must agree.
+summary.json records them too, the two must agree. Step times are measured
+here, side by side in one process, with the trainer's own jitted step at each
+run's batch and length (``bench.EncoderStep``, ``--repeats`` steps each): the
+sweeps' own step times are taken while other work may share the machine.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from pathlib import Path
 import ml_collections
 from flax import nnx
 
+from lowrank_jax import bench
 from lowrank_jax.train import step
 from lowrank_jax.train.trainer import build_model_and_optimizer
 
@@ -38,6 +42,16 @@ def optimizer_bytes(config: ml_collections.ConfigDict) -> int:
     config.model.pretrained = ""  # shapes only: no weights to read
     optimizer = nnx.eval_shape(lambda: build_model_and_optimizer(config)[1])
     return step.optimizer_state_bytes(optimizer)
+
+
+def step_seconds(config: ml_collections.ConfigDict, repeats: int) -> float:
+    """Median seconds of the run's training step (random weights and tokens: same work)."""
+    config = ml_collections.ConfigDict(config.to_dict())
+    config.model.pretrained = ""
+    train_step = bench.EncoderStep(
+        config.model, config.train, config.train.batch_size, config.data.max_len
+    )
+    return train_step.seconds(repeats)
 
 
 def method_of(config: ml_collections.ConfigDict) -> tuple[str, int]:
@@ -53,8 +67,9 @@ def method_of(config: ml_collections.ConfigDict) -> tuple[str, int]:
     return "full fine-tuning", 0
 
 
-def read_sweep(directory: Path) -> dict[str, dict]:
-    """{row label: run facts} for every finished run under ``directory``."""
+def read_sweep(directory: Path, repeats: int = 0) -> dict[str, dict]:
+    """{row label: run facts} for every finished run under ``directory``; ``repeats`` > 0
+    also times each run's step here (else the sweep's own median step time is kept)."""
     rows = {}
     for summary_path in sorted(directory.glob("*/summary.json")):
         summary = json.loads(summary_path.read_text())
@@ -75,7 +90,10 @@ def read_sweep(directory: Path) -> dict[str, dict]:
             "params_trainable": summary["params_trainable"],
             "accuracy": summary["final_eval_accuracy"],
             "eval_examples": eval_examples,
-            "step_time_s": summary["median_step_time_s"],
+            "step_time_s": (
+                step_seconds(config, repeats) if repeats else summary["median_step_time_s"]
+            ),
+            "step_time_source": "measured here" if repeats else "the sweep's runs",
             "optimizer_state_bytes": state_bytes,
             "steps": config.train.steps,
             "batch_size": config.train.batch_size,
@@ -128,13 +146,17 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict]]:
         "--runs", nargs="+", required=True, metavar="TASK=DIR", help="one sweep directory per task"
     )
     parser.add_argument("--out", default=str(HERE / "results"))
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="timed steps per method (0: the sweep's times)"
+    )
     args = parser.parse_args(argv)
     sweeps = {}
     for item in args.runs:
         task, sep, directory = item.partition("=")
         if not sep or not Path(directory).is_dir():
             parser.error(f"--runs: expected TASK=DIR with an existing DIR, got {item!r}")
-        sweeps[task] = read_sweep(Path(directory))
+        # steps are timed once, on the first task's runs (the tasks differ only in the head)
+        sweeps[task] = read_sweep(Path(directory), args.repeats if not sweeps else 0)
         if not sweeps[task]:
             parser.error(f"--runs: no finished run (summary.json) under {directory}")
     text = table(sweeps)

@@ -50,7 +50,9 @@ def test_quick_sweep_feeds_the_table_and_the_subspace_figure(tmp_path, quick_swe
     ]
     sweep = f"trec={tmp_path / 'sweep'}"
     table = _load(ROOT / "experiments" / "lora_minilm" / "run.py")
-    (runs,) = table.main(["--runs", sweep, "--out", str(tmp_path / "table")]).values()
+    (runs,) = table.main(
+        ["--runs", sweep, "--out", str(tmp_path / "table"), "--repeats", "1"]
+    ).values()
     r8 = runs["LoRA R=8 (W_q, W_v)"]
     # AdamW's two float32 moments per trainable parameter (+ step counters); the table's
     # value, from the config's shapes, matched the run's summary (read_sweep checks it)
