@@ -13,7 +13,9 @@ a tile's [block, N] scores stay in cache and its buffers are reused by every
 iteration. The forward keeps only the output and the log-sum-exp of each row;
 the backward (a ``custom_vjp``) recomputes a tile's weights from them
 (FlashAttention, Dao et al. 2022, arXiv 2205.14135, Alg. 2 and 4, with the key
-loop done in one product: every key fits).
+loop done in one product: every key fits). The backward takes the keys in
+tiles instead (FlashAttention-2's order, Dao 2023, arXiv 2307.08691), so its
+dK and dV products contract over all N queries rather than over a thin tile.
 
 Memory: O(block·N) for scores instead of O(B·H·N²). FLOPs: one more QKᵀ
 product in the backward than the materialising version.
@@ -101,45 +103,51 @@ def _attend_fwd(q, k, v, mask, causal, block):
 
 
 def _attend_bwd(causal, block, residuals, grad):
+    """FlashAttention-2's order: key tiles outside, so dK and dV contract over all queries."""
     q, k, v, mask, out, lse = residuals
     (b, n, h, d), s = q.shape, k.shape[1]
     scale = 1.0 / math.sqrt(d)
+    queries = out.shape[1] * out.shape[2]  # N padded to the forward's query tiles
 
     def head(inputs):
-        qt, gt, ot, lt, kk, vv, key_bias = inputs
-        kt, vt = kk.T, vv.T
+        qq, gg, oo, ll, kk, vv, key_bias = inputs
+        delta = jnp.sum(gg * oo, axis=-1)  # [N]: rowsum(dO ∘ O)
+        qt, gt = (qq * scale).T, gg.T  # [K, N], once per head
 
-        def tile(carry, inputs):
-            dk, dv = carry
-            index, qb, gb, ob, lb = inputs
-            scores = (qb * scale) @ kt + _bias(key_bias, causal, index * block, block)
-            p = jnp.exp(scores - lb[:, None])  # the forward's weights, recomputed
-            dv = dv + p.T @ gb
-            delta = jnp.sum(gb * ob, axis=-1, keepdims=True)
-            ds = p * (gb @ vt - delta) * scale
-            dk = dk + ds.T @ qb
-            return (dk, dv), ds @ kk
+        def tile(dq, inputs):
+            index, kb, vb, bias = inputs
+            scores_t = kb @ qt  # [block, N]: this tile's keys against every query
+            if bias is not None:
+                scores_t = scores_t + bias[:, None]
+            if causal:
+                keys = index * block + jnp.arange(block)[:, None]
+                scores_t = scores_t + jnp.where(keys <= jnp.arange(queries), 0.0, _NEG)
+            p_t = jnp.exp(scores_t - ll[None, :])  # the forward's weights, recomputed
+            ds_t = p_t * (vb @ gt - delta[None, :]) * scale
+            return dq + ds_t.T @ kb, (ds_t @ qq, p_t @ gg)
 
-        zeros = jnp.zeros_like(kk)
-        (dk, dv), dq = jax.lax.scan(tile, (zeros, zeros), (jnp.arange(qt.shape[0]), qt, gt, ot, lt))
-        return dq, dk, dv
+        tiles = _tiles(kk, block), _tiles(vv, block)
+        biases = None if key_bias is None else _tiles(key_bias[:, None], block)[..., 0]
+        dq, (dk, dv) = jax.lax.scan(
+            tile, jnp.zeros_like(qq), (jnp.arange(tiles[0].shape[0]), *tiles, biases)
+        )
+        return dq, dk.reshape(-1, d)[:s], dv.reshape(-1, d)[:s]
 
-    tiles = jax.vmap(lambda x: _tiles(x, block))
+    pad = ((0, 0), (0, queries - n), (0, 0))
     dq, dk, dv = jax.lax.map(
         head,
         (
-            tiles(_heads(q)),
-            tiles(_heads(grad)),
-            out,
-            lse,
+            jnp.pad(_heads(q), pad),
+            jnp.pad(_heads(grad), pad),
+            out.reshape(b * h, queries, d),
+            lse.reshape(b * h, queries),
             _heads(k),
             _heads(v),
             _key_bias(mask, causal, b, h, s),
         ),
     )
-    dq = _unheads(dq.reshape(b * h, -1, d)[:, :n], b)
     mask_grad = None if mask is None else jnp.zeros(mask.shape, jax.dtypes.float0)
-    return dq, _unheads(dk, b), _unheads(dv, b), mask_grad
+    return _unheads(dq[:, :n], b), _unheads(dk, b), _unheads(dv, b), mask_grad
 
 
 _attend.defvjp(_attend_fwd, _attend_bwd)
