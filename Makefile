@@ -42,7 +42,7 @@ data:
 test: setup
 	$(BIN)/ruff check lowrank_jax tests benchmarks configs experiments notebooks
 	$(BIN)/ruff format --check lowrank_jax tests benchmarks configs experiments notebooks
-	$(BIN)/python -m pytest -q -n 2
+	$(BIN)/python -m pytest -q -n 2 --durations=15
 
 # The main job: a rank sweep on the synthetic task (a few minutes on 2 CPU cores), then its
 # table and plots. A rerun finishes only what is missing (--force: points whose config
