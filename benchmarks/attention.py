@@ -21,10 +21,9 @@ program (``bench.compiled_bytes``; PyTorch has no equivalent on the CPU).
 
 from __future__ import annotations
 
-import argparse
-
+import common
 import jax
-from common import report, target, torch_device, torch_or_none, torch_seconds
+from common import target, torch_device, torch_or_none, torch_seconds
 from flax import nnx
 
 from lowrank_jax import bench
@@ -220,13 +219,7 @@ def targets(quick: bool) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", help="write results.json / results.md here")
-    args = parser.parse_args(argv)
-    rows = targets(args.quick)
-    report(rows, args.out, "attention")
-    return rows
+    return common.main(targets, "attention", __doc__, argv)
 
 
 if __name__ == "__main__":

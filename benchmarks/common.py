@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 from pathlib import Path
@@ -56,6 +57,17 @@ def markdown(rows: list[dict]) -> str:
     lines = ["| target | measured | goal | status |", "|---|---|---|---|"]
     lines += [f"| {r['target']} | {r['measured']} | {r['goal']} | {r['status']} |" for r in rows]
     return "\n".join(lines) + "\n"
+
+
+def main(targets, title: str, doc: str, argv: list[str] | None = None) -> list[dict]:
+    """A benchmark module's command line: ``--quick``, ``--out``; prints and writes its rows."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny shapes: checks that it works")
+    parser.add_argument("--out", help="write results.json / results.md here")
+    args = parser.parse_args(argv)
+    rows = targets(args.quick)
+    report(rows, args.out, title)
+    return rows
 
 
 def report(rows: list[dict], out: str | Path | None, title: str) -> None:

@@ -17,10 +17,9 @@ On a GPU the model computes in bfloat16, the dtype of the measured peak.
 
 from __future__ import annotations
 
-import argparse
-
+import common
 import jax
-from common import report, target
+from common import target
 from flax import nnx
 
 from lowrank_jax import bench
@@ -82,13 +81,7 @@ def targets(quick: bool) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", help="write results.json / results.md here")
-    args = parser.parse_args(argv)
-    rows = targets(args.quick)
-    report(rows, args.out, "encoder MFU")
-    return rows
+    return common.main(targets, "encoder MFU", __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -18,9 +18,8 @@ with every position real. Ours is the trainer's own jitted step
 
 from __future__ import annotations
 
-import argparse
-
-from common import report, target, torch_device, torch_or_none, torch_seconds
+import common
+from common import target, torch_device, torch_or_none, torch_seconds
 
 from lowrank_jax import bench
 from lowrank_jax.config import train_defaults
@@ -129,13 +128,7 @@ def targets(quick: bool) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", help="write results.json / results.md here")
-    args = parser.parse_args(argv)
-    rows = targets(args.quick)
-    report(rows, args.out, "MiniLM fine-tuning step")
-    return rows
+    return common.main(targets, "MiniLM fine-tuning step", __doc__, argv)
 
 
 if __name__ == "__main__":

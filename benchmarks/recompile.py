@@ -14,13 +14,13 @@ once (``summary.json``'s ``step_traces``) over steps with different data.
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import os
 import tempfile
 from pathlib import Path
 
-from common import report, target
+import common
+from common import target
 
 from lowrank_jax.train.trainer import TRANSFER_GUARD, train_and_evaluate
 
@@ -56,13 +56,7 @@ def targets(quick: bool) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", help="write results.json / results.md here")
-    args = parser.parse_args(argv)
-    rows = targets(args.quick)
-    report(rows, args.out, "recompilation and transfers")
-    return rows
+    return common.main(targets, "recompilation and transfers", __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -98,10 +98,6 @@ def _forward(q, k, v, mask, causal, block):
     return result, (q, k, v, mask, out, lse)
 
 
-def _attend_fwd(q, k, v, mask, causal, block):
-    return _forward(q, k, v, mask, causal, block)
-
-
 def _attend_bwd(causal, block, residuals, grad):
     """FlashAttention-2's order: key tiles outside, so dK and dV contract over all queries."""
     q, k, v, mask, out, lse = residuals
@@ -150,7 +146,7 @@ def _attend_bwd(causal, block, residuals, grad):
     return _unheads(dq[:, :n], b), _unheads(dk, b), _unheads(dv, b), mask_grad
 
 
-_attend.defvjp(_attend_fwd, _attend_bwd)
+_attend.defvjp(_forward, _attend_bwd)  # forward: (output, residuals)
 
 
 def blocked_attend(
