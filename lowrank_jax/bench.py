@@ -21,11 +21,10 @@ import jax
 import ml_collections
 import numpy as np
 from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec
 
-from lowrank_jax.models import build_encoder, default_config
-from lowrank_jax.surgery import trainable_filter
-from lowrank_jax.train import sharding, step
+from lowrank_jax import build
+from lowrank_jax.models import default_config
+from lowrank_jax.train import sharding
 
 
 def lra_text_config(length: int, *, tiny: bool = False) -> ml_collections.ConfigDict:
@@ -92,7 +91,7 @@ class EncoderForward:
     """
 
     def __init__(self, model_config, batch_size: int, length: int, seed: int = 0):
-        model = build_encoder(model_config, rngs=nnx.Rngs(seed))
+        model = build.model(model_config, rngs=build.rngs(seed))
         model.eval()
         graphdef, self.state = nnx.split(model)
         self.batch = _batch(model_config, batch_size, length, seed)
@@ -114,10 +113,11 @@ class EncoderForward:
 class EncoderStep:
     """The trainer's own jitted training step for ``model_config`` on one device.
 
-    ``EncoderStep(model_config, train_config, batch_size, length)``; ``seconds(repeats)``
-    runs real optimizer steps (state threaded through, as in training),
-    ``bytes`` is the step program's compiled footprint and ``optimizer_bytes``
-    its optimizer state; ``train_config.trainable`` picks what trains.
+    ``EncoderStep(model_config, train_config, batch_size, length)`` builds it by
+    ``build.train_state``, as the trainer does; ``seconds(repeats)`` runs real
+    optimizer steps (state threaded through, as in training), ``bytes`` is the
+    step program's compiled footprint and ``optimizer_bytes`` its optimizer
+    state; ``train_config.trainable`` picks what trains.
     """
 
     def __init__(
@@ -128,29 +128,20 @@ class EncoderStep:
         length: int,
         seed: int = 0,
     ):
-        auto = (jax.sharding.AxisType.Auto,) * len(sharding.MESH_AXES)
-        mesh = jax.make_mesh(
-            (1, 1, 1), sharding.MESH_AXES, axis_types=auto, devices=jax.devices()[:1]
+        config = ml_collections.ConfigDict(
+            {"seed": seed, "model": model_config, "train": train_config}
         )
-        model = build_encoder(model_config, rngs=nnx.Rngs(seed))
-        wrt = trainable_filter(model, train_config.trainable)
-        optimizer = nnx.Optimizer(model, step.make_optimizer(train_config), wrt=wrt)
-        self.optimizer_bytes = step.optimizer_state_bytes(optimizer)
-        graphdef, state = nnx.split((model, optimizer))
-        state_sharding = sharding.state_shardings(state, mesh)
-        self.state = sharding.put_global(state, state_sharding)
-        replicated = NamedSharding(mesh, PartitionSpec())
-        self.step = step.TrainStep(
-            graphdef, wrt, state_sharding, sharding.batch_sharding(mesh), replicated
-        )
+        run = build.train_state(config, build.single_device_mesh())
+        self.optimizer_bytes = run.params["optimizer_state_bytes"]
+        self.state, self.step = run.state, run.train_step
         batch = _batch(model_config, batch_size, length, seed)
-        self.batch = sharding.place_batch(batch, mesh, batch_size)
+        self.batch = sharding.place_batch(batch, run.mesh, batch_size)
         # One compilation, used for both the memory account and the timed steps.
         self.compiled = self.step.lower(self.state, self.batch).compile()
         self.bytes = compiled_bytes(self.compiled)
 
     def _run(self):
-        self.state, metrics = self.compiled(self.state, self.batch)
+        self.state, metrics = self.compiled(self.state, self.batch, self.step.teacher_state)
         return metrics
 
     def seconds(self, repeats: int) -> float:

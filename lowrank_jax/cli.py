@@ -13,7 +13,6 @@ without touching the workdir. A non-finite loss exits with code 3.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import re
 import sys
 
@@ -117,13 +116,11 @@ def _unknown_override_in(argv: list[str]) -> str | None:
     )
     if not spec:
         return None
-    path, _, arg = spec.partition(":")
+    from lowrank_jax.config import load_config
+
     try:
-        module_spec = importlib.util.spec_from_file_location("_lowrank_config", path)
-        module = importlib.util.module_from_spec(module_spec)
-        module_spec.loader.exec_module(module)
-        config = module.get_config(arg) if arg else module.get_config()
-    except Exception:
+        config = load_config(spec)
+    except Exception:  # the file's own error is reported by absl's parse, as it is
         return None
     return _unknown_override(argv, config)
 
@@ -192,9 +189,10 @@ def train(argv: list[str]) -> int:
 
     if jax.process_index():
         return 0
-    accuracy = summary["final_eval_accuracy"]
+    accuracy, loss = summary["final_eval_accuracy"], summary.get("final_eval_loss")
+    result = f"eval accuracy {accuracy:.4f}" if accuracy is not None else f"eval loss {loss:.4f}"
     print(
-        f"done: {values.workdir}: eval accuracy {accuracy:.4f}, "
+        f"done: {values.workdir}: {result}, "
         f"median step {summary['median_step_time_s'] or float('nan'):.4f} s"
     )
     return 0

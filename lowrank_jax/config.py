@@ -1,4 +1,9 @@
-"""Config helpers: big_vision-style ``get_config(arg)`` arguments and the train defaults.
+"""Configs: bad-input errors and checks, config files, big_vision-style args, train defaults.
+
+Every check here raises ``ConfigError`` in one style, ``FIELD: must be ..., got ...``;
+a caller that knows where a group of fields sits prefixes their names with
+``within(path)``. The CLI prints a ``ConfigError`` as one line and exits with 2;
+any other exception is a bug and keeps its traceback.
 
 A config file is ``configs/<name>.py`` with ``get_config(arg)``; ``arg`` is the
 text after the colon in ``--config configs/tiny.py:attention=performer,rank=8``.
@@ -6,11 +11,111 @@ text after the colon in ``--config configs/tiny.py:attention=performer,rank=8``.
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any, NoReturn
+
 import ml_collections
 
 
 class ConfigError(ValueError):
     """A bad config or command-line value; the CLI prints it as one line, exit code 2."""
+
+
+def fail(field: str, must: str, value: Any) -> NoReturn:
+    """Raise ``ConfigError("FIELD: must be MUST, got VALUE")``."""
+    raise ConfigError(f"{field}: must be {must}, got {value!r}")
+
+
+def check_int(value: Any, field: str, *, low: int = 1, high: int | None = None, why: str = ""):
+    """``value`` if it is an int in ``[low, high]`` (``high`` None: no bound), else fail.
+
+    Example:
+      >>> check_int(0, "rank", high=4, why="min(in, out)")
+      Traceback (most recent call last):
+      ...
+      lowrank_jax.config.ConfigError: rank: must be an integer in [1, 4] (min(in, out)), got 0
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        ok = False
+    else:
+        ok = value >= low and (high is None or value <= high)
+    if not ok:
+        span = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
+        fail(field, span + (f" ({why})" if why else ""), value)
+    return value
+
+
+def check_choice(value: Any, field: str, valid: Sequence[str]):
+    """``value`` if it is one of ``valid``, else fail naming them."""
+    if not isinstance(value, str) or value not in valid:
+        fail(field, f"one of {', '.join(valid)}", value)
+    return value
+
+
+def check_rate(value: Any, field: str):
+    """``value`` if it is a number in [0, 1), else fail."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value < 1.0:
+        fail(field, "a rate in [0, 1)", value)
+    return value
+
+
+def check_number(value: Any, field: str, *, low: float = 0.0):
+    """``value`` if it is a number >= ``low``, else fail."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= low:
+        fail(field, f"a number >= {low:g}", value)
+    return value
+
+
+def check_known(given, valid, field: str) -> None:
+    """Fail on the first key of ``given`` that ``valid`` lacks (``field``: the group's path)."""
+    for key in given:
+        if key not in valid:
+            raise ConfigError(f"{field}.{key}: unknown field; valid: {', '.join(sorted(valid))}")
+
+
+def require(group, fields: Sequence[str], path: str) -> None:
+    """Fail on the first of ``fields`` that ``group`` (a ConfigDict or dict) lacks."""
+    for name in fields:
+        if name not in group:
+            raise ConfigError(f"{path}.{name}: missing from the config")
+
+
+@contextlib.contextmanager
+def within(path: str) -> Iterator[None]:
+    """Prefix the field of any ``ConfigError`` raised inside with ``path.``."""
+    try:
+        yield
+    except ConfigError as error:
+        raise ConfigError(f"{path}.{error}") from None
+
+
+def load_module(path: str | Path) -> ModuleType:
+    """The Python file at ``path`` as a fresh module (config files, experiment scripts).
+
+    A missing file is a ``ConfigError`` naming it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"--config: {path}: no such file")
+    name = "_lowrank_" + re.sub(r"\W", "_", str(path.with_suffix("")))
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_config(spec: str, function: str = "get_config"):
+    """``get_config(arg)`` (or ``function``) of the file in ``"path[:arg]"``."""
+    path, _, arg = spec.partition(":")
+    module = load_module(path)
+    if not hasattr(module, function):
+        raise ConfigError(f"--config: {path} has no {function}(arg)")
+    return getattr(module, function)(arg) if arg else getattr(module, function)()
 
 
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
@@ -75,6 +180,11 @@ def train_defaults() -> ml_collections.ConfigDict:
                 "b1": 0.9,
                 "b2": 0.999,
                 "trainable": "auto",  # all | lora | adapters | auto | a regex over param paths
+                "loss": "classification",  # classification | distillation (train/losses.py)
+                "distillation": {  # train.loss = distillation: match a frozen teacher
+                    "metric": "cosine",  # cosine (1 - cosine) | mse, on the pooled output
+                    "teacher": "self",  # self (the model before surgery) | a run directory
+                },
                 "log_every": 10,  # metrics.jsonl / TensorBoard / progress bar
                 "eval_every": 100,  # evaluation on the eval split (0 = only at the end)
                 "eval_batches": 4,  # eval batches of train.batch_size

@@ -19,6 +19,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from lowrank_jax.config import fail
 from lowrank_jax.layers import Adapter, AdapterParam, FactorizedDense, LoRA, WithAdapter
 from lowrank_jax.layers.common import kernel_axes_of
 
@@ -52,7 +53,7 @@ def _select(
     try:
         pattern = re.compile(targets)
     except re.error as e:
-        raise ValueError(f"targets {targets!r} is not a valid regular expression: {e}") from None
+        fail("targets", f"a valid regular expression ({e})", targets)
     modules = list(_modules(model))
     wrapped = {path for path, m in modules if isinstance(m, wrapper)}
     for path, _ in modules:
@@ -64,7 +65,7 @@ def _select(
     selected = [(path, m) for path, m in candidates if pattern.fullmatch(dotted(path))]
     if not selected:
         listing = ", ".join(dotted(p) for p, _ in candidates) or "(none)"
-        raise ValueError(f"targets {targets!r} match no {what}; the {what} here are: {listing}")
+        fail("targets", f"a pattern matching some of the {what} here: {listing}", targets)
     return selected
 
 
@@ -308,10 +309,7 @@ def trainable_filter(model: nnx.Module, spec: str = "auto") -> nnx.filterlib.Fil
     try:
         pattern = re.compile(spec)
     except re.error as e:
-        raise ValueError(
-            "trainable must be all, lora, adapters, auto or a regex; "
-            f"{spec!r} is not a valid regex: {e}"
-        ) from None
+        fail("trainable", f"all, lora, adapters, auto or a regex (not a valid regex: {e})", spec)
     return nnx.All(nnx.Param, lambda path, _: bool(pattern.fullmatch(dotted(path))))
 
 

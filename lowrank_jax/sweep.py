@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lowrank_jax.config import load_config
+
 Point = dict[str, Any]
 
 
@@ -95,15 +97,7 @@ def _flag(key: str, value: Any) -> str:
 
 def load_sweep(config_spec: str) -> list[Point]:
     """``get_sweep(arg)`` of the config file in ``path[:arg]``."""
-    import importlib.util
-
-    path, _, arg = config_spec.partition(":")
-    spec = importlib.util.spec_from_file_location("_lowrank_sweep_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    if not hasattr(module, "get_sweep"):
-        raise ValueError(f"--config: {path} has no get_sweep(arg)")
-    return module.get_sweep(arg) if arg else module.get_sweep()
+    return load_config(config_spec, "get_sweep")
 
 
 def run_point(config_spec: str, workdir: Path, point: Point, extra: list[str]) -> dict:

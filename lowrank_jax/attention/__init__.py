@@ -3,7 +3,9 @@
 Each kind is a *mixer*, ``(q, k, v, mask) -> out`` on [B, N, H, K], wrapped by
 ``MultiHeadAttention`` (its Q/K/V/output projections come from the dense kinds).
 ``make_attention(kind, ...)`` builds one by name; the encoder never branches on
-the kind. The pure maths is exposed as functions: ``softmax.attend``,
+the kind. Each kind is its own spec: its options' defaults are its constructor's
+keyword defaults (``options_of``) and its checks its ``check`` classmethod,
+which the constructor and the config validation both call. The pure maths is exposed as functions: ``softmax.attend``,
 ``performer.favor``, ``performer.random_features``.
 """
 
@@ -16,9 +18,10 @@ import jax.numpy as jnp
 from flax import nnx
 
 from lowrank_jax.attention.linformer import LinformerAttention
-from lowrank_jax.attention.multihead import MultiHeadAttention
+from lowrank_jax.attention.multihead import MultiHeadAttention, check_heads
 from lowrank_jax.attention.performer import PerformerAttention
 from lowrank_jax.attention.softmax import SoftmaxAttention
+from lowrank_jax.config import check_choice, check_known, check_rate
 
 ATTENTION: dict[str, type[nnx.Module]] = {
     "softmax": SoftmaxAttention,
@@ -29,21 +32,36 @@ ATTENTION: dict[str, type[nnx.Module]] = {
 # What every mixer receives from the model; the rest of its signature are its options.
 _CONTEXT = {"heads", "head_dim", "max_len", "dropout", "shared", "rngs"}
 
-__all__ = ["ATTENTION", "MultiHeadAttention", "make_attention", "options_of"]
+__all__ = ["ATTENTION", "MultiHeadAttention", "check_attention", "make_attention", "options_of"]
 
 
-def options_of(kind: str) -> tuple[str, ...]:
-    """The kind-specific options of an attention kind, e.g. ``("proj_len", "sharing")``."""
-    _check_kind(kind)
+def options_of(kind: str) -> dict[str, object]:
+    """The options of an attention kind with their defaults, read off its signature.
+
+    The signature is the only place a default is written: ``default_config()``
+    is assembled from this, so a config and ``make_attention(kind)`` always agree.
+
+    Example:
+      >>> options_of("linformer")
+      {'proj_len': 64, 'sharing': 'none'}
+    """
+    check_choice(kind, "kind", sorted(ATTENTION))
     params = inspect.signature(ATTENTION[kind].__init__).parameters
-    return tuple(name for name in params if name not in _CONTEXT | {"self"})
+    return {
+        name: param.default for name, param in params.items() if name not in _CONTEXT | {"self"}
+    }
 
 
-def _check_kind(kind: str) -> None:
-    if kind not in ATTENTION:
-        raise ValueError(
-            f"unknown attention kind {kind!r}; valid kinds: {', '.join(sorted(ATTENTION))}"
-        )
+def check_attention(kind: str, options: Mapping, *, max_len: int, dropout: float) -> None:
+    """Check a kind, its options (unknown ones and values) and the attention dropout.
+
+    Errors name the field as ``config.model.attention`` does (``kind``, ``dropout``,
+    ``linformer.proj_len``...); the caller prefixes the path (``config.within``).
+    """
+    valid = options_of(kind)
+    check_known(options, valid, kind)
+    check_rate(dropout, "dropout")
+    ATTENTION[kind].check(**{**valid, **options}, max_len=max_len, dropout=dropout)
 
 
 def make_attention(
@@ -63,7 +81,7 @@ def make_attention(
     """Build ``MultiHeadAttention`` with the mixer of ``kind``.
 
     ``options`` are the kind's own (``options_of(kind)``); an unknown one raises
-    ``ValueError`` listing the valid ones.
+    ``ConfigError`` listing the valid ones.
 
     Example:
       >>> import jax.numpy as jnp
@@ -73,16 +91,9 @@ def make_attention(
       >>> attn(jnp.ones((2, 8, 16)), jnp.ones((2, 8), bool)).shape
       (2, 8, 16)
     """
-    _check_kind(kind)
     options = dict(options or {})
-    unknown = sorted(set(options) - set(options_of(kind)))
-    if unknown:
-        raise ValueError(
-            f"unknown option {unknown[0]!r} for attention kind {kind!r}; "
-            f"valid: {', '.join(options_of(kind)) or '(none)'}"
-        )
-    if dim % heads:
-        raise ValueError(f"dim {dim} must be a multiple of heads {heads}")
+    check_attention(kind, options, max_len=max_len, dropout=dropout)
+    check_heads(dim, heads)
     mixer = ATTENTION[kind](
         heads=heads,
         head_dim=dim // heads,

@@ -18,9 +18,10 @@ import jax.numpy as jnp
 from flax import nnx
 from jaxtyping import Array, Bool, Float
 
-from lowrank_jax.attention.softmax import active, attend, weight_dropout
+from lowrank_jax.attention.softmax import active, attend, recorder, weight_dropout
 from lowrank_jax.axes import LENGTH
-from lowrank_jax.layers.common import annotated, check_int_range
+from lowrank_jax.config import check_choice, check_int
+from lowrank_jax.layers.common import annotated
 
 SHARING = ("none", "headwise", "kv", "layerwise")
 
@@ -73,16 +74,14 @@ class LinformerAttention(nnx.Module):
         heads: int,
         head_dim: int,
         max_len: int,
-        proj_len: int = 256,
+        proj_len: int = 64,
         sharing: str = "none",
         dropout: float = 0.0,
         shared: dict | None = None,
         rngs: nnx.Rngs,
     ):
         del head_dim
-        check_int_range(proj_len, max_len, name="proj_len", bound=f"max_len = {max_len}")
-        if sharing not in SHARING:
-            raise ValueError(f"unknown sharing {sharing!r}; valid: {', '.join(SHARING)}")
+        self.check(max_len=max_len, dropout=dropout, proj_len=proj_len, sharing=sharing)
         args = {"heads": heads, "proj_len": proj_len, "max_len": max_len, "sharing": sharing}
         if sharing == "layerwise":
             if shared is None:
@@ -97,6 +96,14 @@ class LinformerAttention(nnx.Module):
         self.proj_len = proj_len
         self.sharing = sharing
         self.dropout = weight_dropout(dropout, rngs)
+        self.record = False  # sow the [N, P] weights (``models.encoder.record_intermediates``)
+
+    @classmethod
+    def check(cls, *, max_len: int, dropout: float, proj_len: int, sharing: str) -> None:
+        """The options' checks (``ConfigError`` naming ``linformer.<option>``)."""
+        del dropout  # the [N, P] weights are dropped when the rate is > 0
+        check_int(proj_len, "linformer.proj_len", high=max_len, why=f"max_len = {max_len}")
+        check_choice(sharing, "linformer.sharing", SHARING)
 
     def __call__(
         self,
@@ -113,4 +120,4 @@ class LinformerAttention(nnx.Module):
             keep = mask[:, :, None, None].astype(k.dtype)
             k, v = k * keep, v * keep
         k, v = self.projections.project(k, v)  # [B, P, H, K]
-        return attend(q, k, v, dropout=active(self.dropout))
+        return attend(q, k, v, dropout=active(self.dropout), record=recorder(self))

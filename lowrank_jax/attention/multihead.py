@@ -16,7 +16,14 @@ from flax import nnx
 from jaxtyping import Array, Bool, Float
 
 from lowrank_jax.axes import EMBED, HEADS
+from lowrank_jax.config import fail
 from lowrank_jax.layers import make_dense
+
+
+def check_heads(dim: int, heads: int) -> None:
+    """D must split into H heads: ``ConfigError`` naming ``dim`` otherwise."""
+    if dim % heads:
+        fail("dim", f"a multiple of heads = {heads}", dim)
 
 
 class MultiHeadAttention(nnx.Module):
@@ -42,8 +49,7 @@ class MultiHeadAttention(nnx.Module):
         dtype: jnp.dtype | None = None,
         rngs: nnx.Rngs,
     ):
-        if dim % heads:
-            raise ValueError(f"dim {dim} must be a multiple of heads {heads}")
+        check_heads(dim, heads)
 
         def dense(axes):
             return make_dense(

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jaxtyping import Array, Bool, Float
 
-from lowrank_jax.layers.common import check_int_range
+from lowrank_jax.config import check_choice, check_int, fail
 
 KERNELS = ("softmax", "relu")
 REDRAW = ("fixed", "step")
@@ -55,8 +55,7 @@ def random_features(
       >>> random_features(jax.random.key(0), 40, 16).shape
       (40, 16)
     """
-    if scaling not in SCALING:
-        raise ValueError(f"unknown scaling {scaling!r}; valid: {', '.join(SCALING)}")
+    check_choice(scaling, "scaling", SCALING)
     key_blocks, key_norms = jax.random.split(key)
     if not orthogonal:
         return jax.random.normal(key_blocks, (num_features, head_dim))
@@ -80,8 +79,7 @@ def feature_map(
     mask: Bool[Array, "B N"] | None = None,
 ) -> Float[Array, "B N H M"]:
     """φ(x) for queries or keys (float32); padded keys get φ = 0."""
-    if kernel not in KERNELS:
-        raise ValueError(f"unknown kernel {kernel!r}; valid: {', '.join(KERNELS)}")
+    check_choice(kernel, "kernel", KERNELS)
     head_dim, num_features = x.shape[-1], features.shape[0]
     x = x.astype(jnp.float32) * head_dim**-0.25
     projected = jnp.einsum("bnhk,mk->bnhm", x, features.astype(jnp.float32))  # [B, N, H, M]
@@ -151,8 +149,7 @@ class PerformerAttention(nnx.Module):
         call in training mode from the ``features`` rng stream, i.e. once per
         training step under ``nnx.jit``; eval mode uses the fixed ones).
       orthogonal, scaling: see ``random_features``.
-      dropout: must be 0. FAVOR+ never forms the attention matrix, so there are
-        no weights to drop; a non-zero rate is an error, not silently ignored.
+      dropout: must be 0 (see ``check``).
       rngs: random streams (``params`` for the fixed features, ``features``).
     """
 
@@ -162,7 +159,7 @@ class PerformerAttention(nnx.Module):
         heads: int,
         head_dim: int,
         max_len: int,
-        num_features: int = 256,
+        num_features: int = 64,
         kernel: str = "softmax",
         redraw: str = "fixed",
         orthogonal: bool = True,
@@ -171,16 +168,16 @@ class PerformerAttention(nnx.Module):
         shared: dict | None = None,
         rngs: nnx.Rngs,
     ):
-        del heads, max_len, shared
-        if dropout:
-            raise ValueError(
-                f"attention dropout {dropout!r}: Performer (FAVOR+) forms no attention "
-                "matrix to drop out; set it to 0 (residual and FFN dropout still apply)"
-            )
-        check_int_range(num_features, 1 << 20, name="num_features", bound="at most 2^20")
-        for name, value, valid in (("kernel", kernel, KERNELS), ("redraw", redraw, REDRAW)):
-            if value not in valid:
-                raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
+        del heads, shared
+        self.check(
+            max_len=max_len,
+            dropout=dropout,
+            num_features=num_features,
+            kernel=kernel,
+            redraw=redraw,
+            orthogonal=orthogonal,
+            scaling=scaling,
+        )
         self.num_features = num_features
         self.head_dim = head_dim
         self.kernel = kernel
@@ -200,9 +197,37 @@ class PerformerAttention(nnx.Module):
             scaling=self.scaling,
         )
 
-    def redraw_features(self, key: jax.Array) -> None:
-        """Replace the fixed features by a fresh draw."""
-        self.features[...] = self._draw(key)
+    @classmethod
+    def check(
+        cls,
+        *,
+        max_len: int,
+        dropout: float,
+        num_features: int,
+        kernel: str,
+        redraw: str,
+        orthogonal: bool,
+        scaling: str,
+    ) -> None:
+        """The options' checks (``ConfigError`` naming ``performer.<option>``).
+
+        A non-zero attention dropout is an error, not silently ignored: FAVOR+
+        never forms the attention matrix, so there are no weights to drop.
+        """
+        del max_len
+        if dropout:
+            fail(
+                "dropout",
+                "0: Performer (FAVOR+) forms no attention matrix to drop out "
+                "(residual and FFN dropout still apply)",
+                dropout,
+            )
+        check_int(num_features, "performer.num_features", high=1 << 20, why="at most 2^20")
+        check_choice(kernel, "performer.kernel", KERNELS)
+        check_choice(redraw, "performer.redraw", REDRAW)
+        if not isinstance(orthogonal, bool):
+            fail("performer.orthogonal", "true or false", orthogonal)
+        check_choice(scaling, "performer.scaling", SCALING)
 
     def __call__(self, q, k, v, mask=None):
         fresh = self.redraw == "step" and not self.deterministic

@@ -23,6 +23,7 @@ from flax import nnx
 from jaxtyping import Array, Bool, Float
 
 from lowrank_jax.attention.blocked import blocked_attend
+from lowrank_jax.config import check_choice, check_rate
 
 IMPLEMENTATIONS = ("auto", "xla", "cudnn", "blocked")
 BLOCKED_FROM = 1024  # "auto" on the CPU: blocked from this many queries up
@@ -37,8 +38,12 @@ def attend(
     *,
     dropout: Callable[[Array], Array] | None = None,
     implementation: str = "xla",
+    record: Callable[[Array], object] | None = None,
 ) -> Float[Array, "B N H K"]:
     """Exact attention; ``mask`` marks real keys (True), ``dropout`` drops weights.
+
+    ``record(weights)``, if given, receives the attention weights [B, H, N, S]
+    (it forces the explicit-weights path, as dropout does).
 
     Example:
       >>> import jax.numpy as jnp
@@ -46,17 +51,15 @@ def attend(
       >>> attend(x, x, x, mask=jnp.ones((2, 8), bool)).shape
       (2, 8, 2, 4)
     """
-    if implementation not in IMPLEMENTATIONS:
-        raise ValueError(
-            f"implementation: unknown {implementation!r}; valid: {', '.join(IMPLEMENTATIONS)}"
-        )
+    check_choice(implementation, "implementation", IMPLEMENTATIONS)
     if implementation == "auto":
         cpu = jax.default_backend() == "cpu"
         implementation = "blocked" if cpu and q.shape[1] >= BLOCKED_FROM else "xla"
     key_mask = None if mask is None else mask[:, None, None, :]  # [B, 1, 1, S]
-    if dropout is None and implementation == "blocked":
+    explicit = dropout is not None or record is not None
+    if not explicit and implementation == "blocked":
         return blocked_attend(q, k, v, mask, causal)
-    if dropout is None:
+    if not explicit:
         return jax.nn.dot_product_attention(
             q, k, v, mask=key_mask, is_causal=causal, implementation=implementation
         )
@@ -65,20 +68,30 @@ def attend(
     if causal:
         allowed = allowed & jnp.tril(jnp.ones(logits.shape[-2:], bool))
     logits = jnp.where(allowed, logits, jnp.finfo(logits.dtype).min)
-    weights = dropout(jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype))
+    weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
+    if record is not None:
+        record(weights)
+    if dropout is not None:
+        weights = dropout(weights)
     return jnp.einsum("bhns,bshk->bnhk", weights, v)
 
 
 def weight_dropout(rate: float, rngs: nnx.Rngs) -> nnx.Dropout | None:
     """An ``nnx.Dropout`` for attention weights, or None when the rate is 0."""
-    if not 0.0 <= rate < 1.0:
-        raise ValueError(f"attention dropout must be in [0, 1), got {rate!r}")
+    check_rate(rate, "dropout")
     return nnx.Dropout(rate, rngs=rngs) if rate > 0 else None
 
 
 def active(dropout: nnx.Dropout | None) -> nnx.Dropout | None:
     """The dropout to apply now: None in eval mode (``model.eval()``) or at rate 0."""
     return None if dropout is None or dropout.deterministic else dropout
+
+
+def recorder(mixer: nnx.Module) -> Callable[[Array], object] | None:
+    """``attend``'s ``record``: sow the weights as ``attention_weights`` when ``mixer.record``."""
+    if not mixer.record:
+        return None
+    return lambda weights: mixer.sow(nnx.Intermediate, "attention_weights", weights)
 
 
 class SoftmaxAttention(nnx.Module):
@@ -102,15 +115,25 @@ class SoftmaxAttention(nnx.Module):
         shared: dict | None = None,
         rngs: nnx.Rngs,
     ):
-        del heads, head_dim, max_len, shared
-        if implementation not in IMPLEMENTATIONS:
-            raise ValueError(
-                f"implementation: unknown {implementation!r}; valid: {', '.join(IMPLEMENTATIONS)}"
-            )
+        del heads, head_dim, shared
+        self.check(max_len=max_len, dropout=dropout, implementation=implementation)
         self.dropout = weight_dropout(dropout, rngs)
         self.implementation = implementation
+        self.record = False  # sow the weights (``models.encoder.record_intermediates``)
+
+    @classmethod
+    def check(cls, *, max_len: int, dropout: float, implementation: str) -> None:
+        """The options' checks (``ConfigError`` naming ``softmax.<option>``)."""
+        del max_len, dropout  # any length; weights are dropped when the rate is > 0
+        check_choice(implementation, "softmax.implementation", IMPLEMENTATIONS)
 
     def __call__(self, q, k, v, mask=None):
         return attend(
-            q, k, v, mask, dropout=active(self.dropout), implementation=self.implementation
+            q,
+            k,
+            v,
+            mask,
+            dropout=active(self.dropout),
+            implementation=self.implementation,
+            record=recorder(self),
         )

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from lowrank_jax.axes import KernelAxes
+from lowrank_jax.config import check_choice, fail
 from lowrank_jax.layers.adapter import Adapter, AdapterParam, WithAdapter
 from lowrank_jax.layers.common import annotated, axes_metadata, check_rank, kernel_axes_of
 from lowrank_jax.layers.factorized import FactorizedDense, rank_for_energy
@@ -20,6 +22,7 @@ from lowrank_jax.layers.flops import macs_per_token
 from lowrank_jax.layers.lora import LoRA
 
 __all__ = [
+    "ACTIVATIONS",
     "DENSE",
     "Adapter",
     "AdapterParam",
@@ -27,6 +30,7 @@ __all__ = [
     "LoRA",
     "WithAdapter",
     "annotated",
+    "check_dense",
     "check_rank",
     "kernel_axes_of",
     "macs_per_token",
@@ -53,8 +57,6 @@ def _dense(in_features, out_features, *, rank, use_bias, kernel_axes, dtype, par
 def _factorized(
     in_features, out_features, *, rank, use_bias, kernel_axes, dtype, param_dtype, rngs
 ):
-    if rank is None:
-        raise ValueError("dense kind 'factorized' needs a rank (an integer >= 1)")
     return FactorizedDense(
         in_features,
         out_features,
@@ -68,6 +70,23 @@ def _factorized(
 
 
 DENSE: dict[str, Callable[..., nnx.Module]] = {"dense": _dense, "factorized": _factorized}
+NEEDS_RANK = frozenset({"factorized"})  # dense kinds whose rank is required
+
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "gelu": nnx.gelu,  # tanh approximation
+    "gelu_exact": lambda x: nnx.gelu(x, approximate=False),  # erf, as BERT
+    "relu": nnx.relu,
+    "silu": nnx.silu,
+}
+
+
+def check_dense(kind: str, rank: int | None, in_features: int, out_features: int) -> None:
+    """Check a dense kind and its rank for an ``in x out`` layer (fields ``kind``, ``rank``)."""
+    check_choice(kind, "kind", sorted(DENSE))
+    if kind in NEEDS_RANK:
+        if rank is None:
+            fail("rank", f"set: dense kind {kind!r} needs a rank (an integer >= 1)", rank)
+        check_rank(rank, in_features, out_features)
 
 
 def make_dense(
@@ -89,8 +108,7 @@ def make_dense(
       >>> type(make_dense("factorized", 16, 32, rank=4, rngs=nnx.Rngs(0))).__name__
       'FactorizedDense'
     """
-    if kind not in DENSE:
-        raise ValueError(f"unknown dense kind {kind!r}; valid kinds: {', '.join(sorted(DENSE))}")
+    check_dense(kind, rank, in_features, out_features)
     return DENSE[kind](
         in_features,
         out_features,

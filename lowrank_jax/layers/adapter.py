@@ -19,7 +19,8 @@ from flax import nnx
 from jaxtyping import Array, Float
 
 from lowrank_jax.axes import RANK, AxisName
-from lowrank_jax.layers.common import annotated, check_int_range
+from lowrank_jax.config import check_int
+from lowrank_jax.layers.common import annotated
 
 
 class AdapterParam(nnx.Param):
@@ -55,7 +56,7 @@ class Adapter(nnx.Module):
         param_dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
     ):
-        check_int_range(bottleneck, dim, name="bottleneck", bound=f"dim = {dim}")
+        check_int(bottleneck, "bottleneck", high=dim, why=f"dim = {dim}")
         init = nnx.initializers.lecun_normal()
         self.down = annotated(
             AdapterParam, init(rngs.params(), (dim, bottleneck), param_dtype), (axis, RANK)

@@ -6,23 +6,17 @@ import jax
 from flax import nnx
 
 from lowrank_jax.axes import AxisName, KernelAxes
+from lowrank_jax.config import check_int
 
 
 def check_rank(rank: int, in_features: int, out_features: int, *, name: str = "rank") -> int:
-    """Return ``rank`` if it is an int in ``[1, min(in, out)]``, else raise ``ValueError``."""
-    return check_int_range(
+    """Return ``rank`` if it is an int in ``[1, min(in, out)]``, else raise ``ConfigError``."""
+    return check_int(
         rank,
-        min(in_features, out_features),
-        name=name,
-        bound=f"min(in_features, out_features) for a {in_features}x{out_features} layer",
+        name,
+        high=min(in_features, out_features),
+        why=f"min(in_features, out_features) for a {in_features}x{out_features} layer",
     )
-
-
-def check_int_range(value: int, upper: int, *, name: str, bound: str) -> int:
-    """Return ``value`` if it is an int in ``[1, upper]``; the error names ``bound``."""
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= upper:
-        raise ValueError(f"{name} must be an integer in [1, {upper}] ({bound}), got {value!r}")
-    return value
 
 
 def annotated(

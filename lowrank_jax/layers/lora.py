@@ -24,6 +24,7 @@ from flax.nnx.nn import dtypes
 from jaxtyping import Array, Float
 
 from lowrank_jax.axes import RANK
+from lowrank_jax.config import check_rate
 from lowrank_jax.layers.common import annotated, check_rank, kernel_axes_of
 from lowrank_jax.layers.factorized import FactorizedDense
 
@@ -63,8 +64,7 @@ class LoRA(nnx.Module):
     ):
         in_features, out_features = base.in_features, base.out_features
         check_rank(rank, in_features, out_features)
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        check_rate(dropout, "dropout")
         param_dtype = getattr(base, "param_dtype", jnp.float32)
         in_axis, out_axis = kernel_axes_of(base)
         self.base = base

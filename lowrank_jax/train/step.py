@@ -1,9 +1,9 @@
 """The optimizer and the one jitted training step.
 
 The step works on the NNX state of the pair (model, optimizer): it merges them,
-takes gradients of the cross-entropy with respect to the trainable parameters
-only (``surgery.trainable_filter``), updates them with AdamW and returns the new
-state. It is one ``jax.jit`` with in/out shardings and a donated state, traced
+takes gradients of the configured loss (``losses.LOSSES``) with respect to the
+trainable parameters only (``surgery.trainable_filter``), updates them with
+AdamW and returns the new state. It is one ``jax.jit`` with in/out shardings and a donated state, traced
 once for the whole run.
 """
 
@@ -15,7 +15,8 @@ import numpy as np
 import optax
 from flax import nnx
 
-from lowrank_jax.layers.common import check_int_range
+from lowrank_jax.config import check_choice, check_int, check_number
+from lowrank_jax.train import losses
 
 SCHEDULES = ("cosine", "rsqrt", "constant")
 
@@ -63,28 +64,13 @@ def validate(train_config) -> None:
         "checkpoint_every",
         "keep_checkpoints",
     ):
-        check_int_range(
-            train_config[field], 1 << 40, name=f"train.{field}", bound="a positive integer"
-        )
+        check_int(train_config[field], f"train.{field}")
     for field in ("warmup_steps", "eval_every", "train_eval_batches"):
-        value = train_config[field]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"train.{field}: must be an integer >= 0, got {value!r}")
-    if train_config.schedule not in SCHEDULES:
-        raise ValueError(
-            f"train.schedule: unknown {train_config.schedule!r}; valid: {', '.join(SCHEDULES)}"
-        )
+        check_int(train_config[field], f"train.{field}", low=0)
+    check_choice(train_config.schedule, "train.schedule", SCHEDULES)
     for field in ("learning_rate", "weight_decay", "grad_clip", "peak_flops"):
-        if not train_config[field] >= 0:
-            raise ValueError(f"train.{field}: must be >= 0, got {train_config[field]!r}")
-
-
-def loss_and_accuracy(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Mean softmax cross-entropy and accuracy over the batch."""
-    loss = optax.softmax_cross_entropy_with_integer_labels(
-        logits.astype(jnp.float32), labels
-    ).mean()
-    return loss, (logits.argmax(-1) == labels).mean()
+        check_number(train_config[field], f"train.{field}")
+    losses.check(train_config)
 
 
 def optimizer_state_bytes(optimizer: nnx.Optimizer) -> int:
@@ -96,62 +82,75 @@ def optimizer_state_bytes(optimizer: nnx.Optimizer) -> int:
 class TrainStep:
     """``step(state, batch) -> (state, metrics)``, jitted with shardings; counts its traces.
 
-    Metrics: loss, accuracy, grad_norm, and learning_rate when ``schedule`` is given."""
+    ``loss(model, batch, teacher)`` is one of ``losses.LOSSES``; ``teacher`` is
+    ``(graphdef, state, sharding)`` of a frozen model, passed to every call (never
+    trained, never checkpointed), or None. Metrics: loss, grad_norm, the loss's own
+    (accuracy, cosine), and learning_rate when ``schedule`` is given.
+    """
 
     def __init__(
-        self, graphdef, wrt, state_sharding, batch_sharding, metrics_sharding, schedule=None
+        self,
+        graphdef,
+        wrt,
+        state_sharding,
+        batch_sharding,
+        metrics_sharding,
+        *,
+        loss: losses.Loss,
+        schedule=None,
+        teacher=None,
     ):
         self.traces = 0
+        teacher_graphdef, self.teacher_state, teacher_sharding = teacher or (None, None, None)
 
-        def step(state, batch):
+        def step(state, batch, teacher_state):
             self.traces += 1
             model, optimizer = nnx.merge(graphdef, state)
+            frozen = _merge(teacher_graphdef, teacher_state)
             # this step's learning rate, on the device: the host never evaluates the schedule
             rate = {} if schedule is None else {"learning_rate": schedule(optimizer.step[...])}
-
-            def loss_fn(model):
-                logits = model(batch["tokens"], batch["mask"])
-                loss, accuracy = loss_and_accuracy(logits, batch["label"])
-                return loss, accuracy
-
-            (loss, accuracy), grads = nnx.value_and_grad(
-                loss_fn, argnums=nnx.DiffState(0, wrt), has_aux=True
+            (value, metrics), grads = nnx.value_and_grad(
+                lambda model: loss(model, batch, frozen),
+                argnums=nnx.DiffState(0, wrt),
+                has_aux=True,
             )(model)
             optimizer.update(model, grads)
-            metrics = {
-                "loss": loss,
-                "accuracy": accuracy,
-                "grad_norm": optax.tree.norm(grads),
-                **rate,
-            }
+            metrics = {"loss": value, **metrics, "grad_norm": optax.tree.norm(grads), **rate}
             return nnx.state((model, optimizer)), metrics
 
         self._step = jax.jit(
             step,
-            in_shardings=(state_sharding, batch_sharding),
+            in_shardings=(state_sharding, batch_sharding, teacher_sharding),
             out_shardings=(state_sharding, metrics_sharding),
             donate_argnums=0,
         )
 
     def __call__(self, state, batch):
-        return self._step(state, batch)
+        return self._step(state, batch, self.teacher_state)
 
     def lower(self, state, batch):
         """The jitted step lowered for these arguments (``.compile().memory_analysis()``...)."""
-        return self._step.lower(state, batch)
+        return self._step.lower(state, batch, self.teacher_state)
 
 
-def make_eval_step(graphdef, state_sharding, batch_sharding, metrics_sharding):
-    """``eval(state, batch) -> {"loss", "correct"}`` with the model in eval mode."""
+def _merge(graphdef, state):
+    return None if graphdef is None else nnx.merge(graphdef, state)
 
-    def evaluate(state, batch):
+
+def make_eval_step(
+    graphdef, state_sharding, batch_sharding, metrics_sharding, *, loss: losses.Loss, teacher=None
+):
+    """``eval(state, batch) -> {"loss", ...the loss's metrics}`` with the model in eval mode."""
+    teacher_graphdef, teacher_state, teacher_sharding = teacher or (None, None, None)
+
+    def evaluate(state, batch, teacher_state):
         model, _ = nnx.merge(graphdef, state)
-        logits = model(batch["tokens"], batch["mask"])
-        loss, accuracy = loss_and_accuracy(logits, batch["label"])
-        return {"loss": loss, "accuracy": accuracy}
+        value, metrics = loss(model, batch, _merge(teacher_graphdef, teacher_state))
+        return {"loss": value, **metrics}
 
-    return jax.jit(
+    jitted = jax.jit(
         evaluate,
-        in_shardings=(state_sharding, batch_sharding),
+        in_shardings=(state_sharding, batch_sharding, teacher_sharding),
         out_shardings=metrics_sharding,
     )
+    return lambda state, batch: jitted(state, batch, teacher_state)

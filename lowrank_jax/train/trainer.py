@@ -17,22 +17,19 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
 from jax.experimental import multihost_utils
-from jax.sharding import NamedSharding, PartitionSpec
 
-from lowrank_jax import data
+from lowrank_jax import build, data
+from lowrank_jax.build import load_model, validate
 from lowrank_jax.config import ConfigError
-from lowrank_jax.layers import macs_per_token
-from lowrank_jax.models import build_encoder, resolve_config
-from lowrank_jax.surgery import count_params, trainable_filter
-from lowrank_jax.train import sharding, step
+from lowrank_jax.train import sharding
 from lowrank_jax.train.checkpoint import Checkpointer
 from lowrank_jax.train.metrics import (
     MetricsWriter,
@@ -41,52 +38,36 @@ from lowrank_jax.train.metrics import (
     write_json,
 )
 
-TOP_LEVEL = ("seed", "data", "model", "train", "mesh")
+__all__ = ["NonFiniteLossError", "load_model", "train_and_evaluate", "validate"]
+
 RUN_FILES = ("checkpoints", "metrics.jsonl", "tensorboard", "summary.json", "config.json")
-# Fault injection for tests: SIGKILL this process right after finishing step N.
+# For subprocess tests: SIGKILL this process right after finishing step N (a callback
+# registered at start, see ``callbacks_from_env``).
 KILL_AT_STEP = "LOWRANK_JAX_KILL_AT_STEP"
 # jax.transfer_guard level for the training loop (allow | log | disallow): "disallow"
 # makes any implicit host<->device transfer in the loop an error (benchmarks/recompile.py).
 TRANSFER_GUARD = "LOWRANK_JAX_TRANSFER_GUARD"
+# ``callback(step, state)`` after every step (``step`` counts finished steps); the
+# state may still be computing (block on it if you need its values).
+Callback = Callable[[int, nnx.State], None]
 
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the run stopped before saving that state."""
 
 
-def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """Check every field against the others and the devices; ``ConfigError`` names the field."""
-    try:
-        unknown = sorted(set(config.keys()) - set(TOP_LEVEL))
-        if unknown:
-            raise ValueError(
-                f"{unknown[0]}: unknown top-level field; valid: {', '.join(TOP_LEVEL)}"
-            )
-        missing = [key for key in TOP_LEVEL if key not in config]
-        if missing:
-            raise ValueError(f"{missing[0]}: missing from the config")
-        data.check(config.data)
-        model = resolve_config(config.model)
-        step.validate(config.train)
-        sizes = sharding.mesh_shape(config.mesh, jax.device_count())
-        parallel = sizes["data"] * sizes["fsdp"]
-        if config.train.batch_size % parallel:
-            raise ValueError(
-                f"train.batch_size: {config.train.batch_size} is not divisible by the "
-                f"data-parallel size {parallel} (mesh data={sizes['data']} x fsdp={sizes['fsdp']})"
-            )
-        for field in ("vocab_size", "num_classes", "max_len"):
-            if field in config.data and config.data[field] > model[field]:
-                raise ValueError(
-                    f"model.{field}: {model[field]} is smaller than "
-                    f"data.{field} = {config.data[field]}"
-                )
-        trainable_filter(nnx.Module(), config.train.trainable)  # a bad regex fails here
-    except ConfigError:
-        raise
-    except (ValueError, TypeError, KeyError) as error:
-        raise ConfigError(str(error).strip().splitlines()[0]) from None
-    return model
+def callbacks_from_env() -> list[Callback]:
+    """Test hooks the subprocess tests switch on by environment (``KILL_AT_STEP``)."""
+    kill_at = int(os.environ.get(KILL_AT_STEP, "-1"))
+    if kill_at < 0:
+        return []
+
+    def kill(done: int, state) -> None:
+        if done == kill_at:
+            jax.block_until_ready(state)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return [kill]
 
 
 def _say(message: str) -> None:
@@ -150,61 +131,22 @@ def _evaluate(eval_step, state, config, mesh, source, batches: int, prefix: str 
     return {f"{prefix}_{key}": value for key, value in means.items()}
 
 
-def build_model_and_optimizer(config: ml_collections.ConfigDict):
-    """(model, optimizer, trainable filter) of a run's ``config``, as the run starts.
-
-    The model is built from ``config.model`` (a pretrained checkpoint loaded, LoRA
-    and adapters applied) with the run's seeds; ``nnx.eval_shape`` of this gives the
-    shapes alone.
-    """
-    model_config = resolve_config(config.model)
-    rngs = nnx.Rngs(params=config.seed, dropout=config.seed + 1, features=config.seed + 2)
-    model = build_encoder(model_config, rngs=rngs)
-    wrt = trainable_filter(model, config.train.trainable)
-    return model, nnx.Optimizer(model, step.make_optimizer(config.train), wrt=wrt), wrt
-
-
-def load_model(workdir: str | Path) -> nnx.Module:
-    """The model of the run in ``workdir`` at its newest good checkpoint, in eval mode.
-
-    The run's ``config.json`` rebuilds the (model, optimizer) structure, which the
-    checkpoint then fills on one device, whatever mesh the run used.
-
-    Example:
-      model = load_model("runs/lora-trec/lora.rank=8")   # then model(tokens, mask)
-    """
-    workdir = Path(workdir)
-    path = workdir / "config.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{workdir}: not a run directory (no config.json)")
-    config = ml_collections.ConfigDict(json.loads(path.read_text()))
-    model, optimizer, _ = build_model_and_optimizer(config)
-    graphdef, state = nnx.split((model, optimizer))
-    mesh = jax.make_mesh(
-        (1,) * len(sharding.MESH_AXES), sharding.MESH_AXES, devices=jax.devices()[:1]
-    )
-    state = sharding.put_global(state, sharding.state_shardings(state, mesh))
-    checkpointer = Checkpointer(workdir / "checkpoints", keep=1 << 30)  # deletes nothing
-    try:
-        restored = checkpointer.restore_latest(state)
-    finally:
-        checkpointer.close()
-    if restored is None:
-        raise FileNotFoundError(f"{workdir}: no checkpoint restores")
-    # plain single-device arrays: the model then runs outside any mesh context
-    model, _ = nnx.merge(graphdef, jax.tree.map(jnp.asarray, jax.device_get(restored[1])))
-    model.eval()
-    return model
-
-
 def train_and_evaluate(
-    config: ml_collections.ConfigDict, workdir: str | Path, *, force: bool = False
+    config: ml_collections.ConfigDict,
+    workdir: str | Path,
+    *,
+    force: bool = False,
+    callbacks: Sequence[Callback] = (),
 ) -> dict:
-    """Train ``config`` in ``workdir`` (resuming if it holds this run) and return the summary."""
+    """Train ``config`` in ``workdir`` (resuming if it holds this run) and return the summary.
+
+    ``callbacks``: ``callback(step, state)`` after every step (see ``Callback``).
+    """
     validate(config)
     workdir = Path(workdir)
     config_dict = json.loads(config.to_json_best_effort(sort_keys=True))
     _check_workdir(workdir, config_dict, force)
+    callbacks = [*callbacks, *callbacks_from_env()]
 
     train_cfg, batch_size = config.train, config.train.batch_size
     mesh = sharding.make_mesh(config.mesh)
@@ -212,23 +154,9 @@ def train_and_evaluate(
         workdir.mkdir(parents=True, exist_ok=True)
     write_json(workdir / "config.json", config_dict)
 
-    model, optimizer, wrt = build_model_and_optimizer(config)
-    params = count_params(model, train_cfg.trainable)
-    params["optimizer_state_bytes"] = step.optimizer_state_bytes(optimizer)
-    flops_per_step = 6 * macs_per_token(model) * batch_size * config.data.max_len
-    model.eval()
-    eval_graphdef, _ = nnx.split((model, optimizer))
-    model.train()
-    graphdef, state = nnx.split((model, optimizer))
-    state_sharding = sharding.state_shardings(state, mesh)
-    state = sharding.put_global(state, state_sharding)
-    replicated = NamedSharding(mesh, PartitionSpec())
-    batch_sharding = sharding.batch_sharding(mesh)
-    schedule = step.make_schedule(train_cfg)
-    train_step = step.TrainStep(
-        graphdef, wrt, state_sharding, batch_sharding, replicated, schedule=schedule
-    )
-    eval_step = step.make_eval_step(eval_graphdef, state_sharding, batch_sharding, replicated)
+    run = build.train_state(config, mesh)
+    state, train_step, eval_step = run.state, run.train_step, run.eval_step
+    flops_per_step = 6 * run.macs_per_token * batch_size * config.data.max_len
 
     rows = sharding.local_rows(mesh, batch_size)
     source, eval_source = (
@@ -250,7 +178,6 @@ def train_and_evaluate(
         _say(f"resuming {workdir} from step {start}")
 
     peak_flops = train_cfg.peak_flops or matmul_peak_flops()
-    kill_at = int(os.environ.get(KILL_AT_STEP, "-1"))
     writer = MetricsWriter(workdir, total_steps=train_cfg.steps, start_step=start)
     last_saved = start if restored is not None else None
     guard = jax.transfer_guard(os.environ.get(TRANSFER_GUARD, "allow"))
@@ -268,67 +195,62 @@ def train_and_evaluate(
             evaluates = bool(train_cfg.eval_every) and done % train_cfg.eval_every == 0
             saves = done % train_cfg.checkpoint_every == 0 or done == train_cfg.steps
             writer.advance()
-            if not (index == start or logs or evaluates or saves or done == kill_at):
-                continue
-            metrics = jax.device_get(metrics)  # waits for the step
-            now = time.perf_counter()
-            seconds = (now - window_began) / (done - window_start)
-            if index > start:  # the first step's window holds its compilation
-                writer.step_time(seconds)
-            window_start, window_began = done, now
-            loss = float(metrics["loss"])
-            if not math.isfinite(loss):
-                raise NonFiniteLossError(
-                    f"non-finite loss ({loss}) by step {done}; stopped without saving it "
-                    f"(last checkpoint: {last_saved if last_saved is not None else 'none'})"
-                )
-            record = {}
-            if logs or done == train_cfg.steps:
-                record = {
-                    "loss": loss,
-                    "accuracy": float(metrics["accuracy"]),
-                    "grad_norm": float(metrics["grad_norm"]),
-                    "learning_rate": float(metrics["learning_rate"]),
-                    "step_time_s": seconds,
-                    "tokens_per_s": batch_size * config.data.max_len / seconds,
-                    "mfu": flops_per_step / seconds / peak_flops,
-                }
-            if evaluates or done == train_cfg.steps:
-                record.update(
-                    _evaluate(eval_step, state, config, mesh, eval_source, train_cfg.eval_batches)
-                )
-            if done == train_cfg.steps and train_cfg.train_eval_batches:
-                # The first training batches in the training order: examples it has fitted.
-                train_source = data.make_source(
-                    config.data, split="train", batch_size=batch_size, rows=rows, seed=config.seed
-                )
-                record.update(
-                    _evaluate(
-                        eval_step,
-                        state,
-                        config,
-                        mesh,
-                        train_source,
-                        train_cfg.train_eval_batches,
-                        prefix="train_eval",
+            if index == start or logs or evaluates or saves:
+                metrics = jax.device_get(metrics)  # waits for the step
+                now = time.perf_counter()
+                seconds = (now - window_began) / (done - window_start)
+                if index > start:  # the first step's window holds its compilation
+                    writer.step_time(seconds)
+                window_start, window_began = done, now
+                loss = float(metrics["loss"])
+                if not math.isfinite(loss):
+                    raise NonFiniteLossError(
+                        f"non-finite loss ({loss}) by step {done}; stopped without saving it "
+                        f"(last checkpoint: {last_saved if last_saved is not None else 'none'})"
                     )
-                )
-            if record:
-                writer.write(done, record)
-            if saves:
-                checkpointer.save(done, state, source.get_state())
-                last_saved = done
-            if done == kill_at:
-                os.kill(os.getpid(), signal.SIGKILL)
+                record = {}
+                if logs or done == train_cfg.steps:
+                    record = {key: float(value) for key, value in metrics.items()}
+                    record.update(
+                        step_time_s=seconds,
+                        tokens_per_s=batch_size * config.data.max_len / seconds,
+                        mfu=flops_per_step / seconds / peak_flops,
+                    )
+                if evaluates or done == train_cfg.steps:
+                    record.update(
+                        _evaluate(eval_step, state, config, mesh, eval_source, train_cfg.eval_batches)
+                    )
+                if done == train_cfg.steps and train_cfg.train_eval_batches:
+                    # The first training batches in the training order: examples it has fitted.
+                    train_source = data.make_source(
+                        config.data, split="train", batch_size=batch_size, rows=rows, seed=config.seed
+                    )
+                    record.update(
+                        _evaluate(
+                            eval_step,
+                            state,
+                            config,
+                            mesh,
+                            train_source,
+                            train_cfg.train_eval_batches,
+                            prefix="train_eval",
+                        )
+                    )
+                if record:
+                    writer.write(done, record)
+                if saves:
+                    checkpointer.save(done, state, source.get_state())
+                    last_saved = done
+            for callback in callbacks:
+                callback(done, state)
     finally:
         guard.__exit__(None, None, None)
         checkpointer.close()
         writer.close()
 
-    final_model, _ = nnx.merge(graphdef, state)
-    summary = _summary(workdir, config, params, writer, train_step, peak_flops, mesh)
+    summary = _summary(workdir, config, run.params, writer, train_step, peak_flops, mesh)
     summary["resumed_from_step"] = start
-    summary["params_sha256"] = _fingerprint(nnx.state(final_model, nnx.Param))
+    summary["params_sha256"] = _fingerprint(nnx.state(run.merge(state), nnx.Param))
     write_json(workdir / "summary.json", summary)
     return summary
 
@@ -345,6 +267,7 @@ def _summary(workdir, config, params, writer, train_step, peak_flops, mesh) -> d
         "final_step": config.train.steps,
         "final_train_loss": next((r["loss"] for r in reversed(records) if "loss" in r), None),
         "final_eval_accuracy": evals[-1]["eval_accuracy"] if evals else None,
+        "final_eval_loss": next((r["eval_loss"] for r in reversed(records) if "eval_loss" in r), None),
         "best_eval_accuracy": max((r["eval_accuracy"] for r in evals), default=None),
         "final_train_eval_accuracy": next(
             (r["train_eval_accuracy"] for r in reversed(records) if "train_eval_accuracy" in r),

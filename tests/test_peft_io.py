@@ -6,7 +6,7 @@ from flax import nnx
 
 from lowrank_jax import surgery
 from lowrank_jax.models import pretrained
-from lowrank_jax.models.peft_io import bert_name, export_peft, import_peft, our_path
+from lowrank_jax.peft_io import bert_name, export_peft, import_peft, our_path
 
 # the weights ship as a package (make setup); a machine without it skips these
 pytest.importorskip(pretrained.KNOWN["all-MiniLM-L6-v2"])
