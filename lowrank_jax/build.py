@@ -183,9 +183,7 @@ def train_state(
     eval_step = step.make_eval_step(
         eval_graphdef, state_sharding, batch_sharding, replicated, loss=loss, teacher=teacher
     )
-    return TrainState(
-        mesh, graphdef, state, state_sharding, train_step, eval_step, params, macs
-    )
+    return TrainState(mesh, graphdef, state, state_sharding, train_step, eval_step, params, macs)
 
 
 def _teacher(config, mesh: Mesh):
@@ -205,7 +203,9 @@ def single_device_mesh() -> Mesh:
     """A mesh of this process's first device (every axis of size 1)."""
     auto = (jax.sharding.AxisType.Auto,) * len(sharding.MESH_AXES)
     return jax.make_mesh(
-        (1,) * len(sharding.MESH_AXES), sharding.MESH_AXES, axis_types=auto,
+        (1,) * len(sharding.MESH_AXES),
+        sharding.MESH_AXES,
+        axis_types=auto,
         devices=jax.devices()[:1],
     )
 

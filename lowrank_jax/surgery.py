@@ -19,7 +19,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from lowrank_jax.config import fail
+from lowrank_jax.config import ConfigError, fail
 from lowrank_jax.layers import Adapter, AdapterParam, FactorizedDense, LoRA, WithAdapter
 from lowrank_jax.layers.common import kernel_axes_of
 
@@ -88,8 +88,8 @@ def _swap(
     for path, layer in selected:
         try:
             replacements.append((path, make(path, layer) if with_path else make(layer)))
-        except ValueError as e:
-            raise ValueError(f"{dotted(path)}: {e}") from None
+        except ConfigError as e:  # the layer's own check, e.g. "rank: must be ..."
+            raise ConfigError(f"{dotted(path)}.{e}") from None
     for path, new in replacements:
         _replace(model, path, new)
     return model

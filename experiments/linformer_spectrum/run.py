@@ -23,29 +23,17 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from lowrank_jax.data import text
-from lowrank_jax.models import pretrained
+from lowrank_jax.models import capture_intermediates, pretrained
 
 HERE = Path(__file__).parent
 
 
 def attention_matrices(model, tokens: jax.Array) -> list[jax.Array]:
-    """Per layer, the softmax attention weights [B, H, N, N] of a post-LN BERT (no padding)."""
-    n = tokens.shape[1]
-    x = model.embed_norm(model.embed(tokens) + model.positions[...][:n])
-    maps = []
-    for layer in model.layers:
-        attention = layer.attention
-        batch, _, dim = x.shape
-        heads = attention.heads
-
-        def split(y, heads=heads, batch=batch, dim=dim):
-            return y.reshape(batch, n, heads, dim // heads)
-
-        q, k = split(attention.query(x)), split(attention.key(x))
-        scores = jnp.einsum("bqhk,bshk->bhqs", q, k) / jnp.sqrt(q.shape[-1])
-        maps.append(jax.nn.softmax(scores, axis=-1))
-        x = layer(x, None)
-    return maps
+    """Per layer, the softmax attention weights [B, H, N, N] the encoder sows on request."""
+    model.eval()
+    _, sown = capture_intermediates(model.pool, tokens)
+    layers = sown["layers"]
+    return [layers[i]["attention"]["mixer"]["attention_weights"][0] for i in range(len(layers))]
 
 
 def spectra(model, tokenizer, sentences: list[str], length: int) -> np.ndarray:

@@ -31,7 +31,7 @@ from flax import nnx
 
 from lowrank_jax import bench
 from lowrank_jax.train import step
-from lowrank_jax.train.trainer import build_model_and_optimizer
+from lowrank_jax.build import model_and_optimizer
 
 HERE = Path(__file__).parent
 
@@ -40,7 +40,7 @@ def optimizer_bytes(config: ml_collections.ConfigDict) -> int:
     """Bytes of the run's optimizer state, from shapes alone."""
     config = ml_collections.ConfigDict(config.to_dict())
     config.model.pretrained = ""  # shapes only: no weights to read
-    optimizer = nnx.eval_shape(lambda: build_model_and_optimizer(config)[1])
+    optimizer = nnx.eval_shape(lambda: model_and_optimizer(config)[1])
     return step.optimizer_state_bytes(optimizer)
 
 

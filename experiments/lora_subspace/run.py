@@ -26,7 +26,7 @@ import numpy as np
 from flax import nnx
 from matplotlib.figure import Figure
 
-from lowrank_jax.train.trainer import build_model_and_optimizer, load_model
+from lowrank_jax.build import load_model, model_and_optimizer
 
 HERE = Path(__file__).parent
 PROJECTIONS = ("query", "value")
@@ -64,7 +64,7 @@ def find_run(directory: Path, rank: int) -> Path:
 def initial_factors(run: Path) -> dict[tuple[int, str], np.ndarray]:
     """A at initialisation: the run's config rebuilt with its seeds."""
     config = ml_collections.ConfigDict(json.loads((run / "config.json").read_text()))
-    return lora_factors(build_model_and_optimizer(config)[0])
+    return lora_factors(model_and_optimizer(config)[0])
 
 
 def analyse(directory: Path, small: int = 8, large: int = 64) -> dict:

@@ -6,7 +6,9 @@ SVD (``surgery.factorize(..., calibration=)``, SVD-LLM, arXiv 2403.07378)
 calibrated on movie-review sentences, then recovers the whitened model by a
 short distillation: only the factors train, to bring each sentence's embedding
 back to the original model's (loss 1 − cosine) on reviews that are neither
-held out nor used for calibration. For every model it measures
+held out nor used for calibration, through the trainer's own step
+(``build.train_state`` with ``train.loss = distillation``, teacher ``self``).
+For every model it measures
 
 - embedding fidelity: the cosine between each held-out sentence's embedding
   and the original model's, against the parameters and multiply-adds kept;
@@ -25,19 +27,21 @@ import json
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
+import ml_collections
 import numpy as np
-import optax
 import scipy.optimize
 from flax import nnx
 from matplotlib.figure import Figure
 
-from lowrank_jax import surgery
+from lowrank_jax import build, surgery
+from lowrank_jax.config import train_defaults
 from lowrank_jax.data import text
 from lowrank_jax.layers import macs_per_token
 from lowrank_jax.models import pretrained
+from lowrank_jax.train import sharding
 
 HERE = Path(__file__).parent
+MODEL = "all-MiniLM-L6-v2"
 TARGETS = {
     "ffn": r"layers\.\d+\.ffn\.(up|down)",
     "attention": r"layers\.\d+\.attention\.(query|key|value|out)",
@@ -51,43 +55,51 @@ def target_params(model, targets: str) -> int:
     return sum(x.size for x in jax.tree.leaves(nnx.state(model, pattern)))
 
 
-def distill(model, tokenizer, sentences, targets, trainable: str, *, epochs, lr, batch_size=32):
-    """Train the ``trainable`` parameters so the embeddings match ``targets``; mean loss per epoch.
+def minilm_config(*, lr: float, trainable: str, batch_size: int) -> ml_collections.ConfigDict:
+    """The recovery's run config: MiniLM without dropout, distilled towards itself.
 
-    Loss: 1 − cosine between the model's normalised mean-pooled embedding and
-    the target (the original model's) of each sentence; Adam, sentences
-    reshuffled every epoch, the model in eval mode (no dropout).
+    ``train.loss = distillation`` with the teacher ``self`` (MiniLM before surgery)
+    and the cosine metric; Adam at a constant ``lr`` (AdamW without decay or
+    clipping), only ``trainable`` (the factors) trains.
     """
-    model.eval()
-    wrt = surgery.trainable_filter(model, trainable)
-    optimizer = nnx.Optimizer(model, optax.adam(lr), wrt=wrt)
+    config = train_defaults()
+    config.model = pretrained.config_of(MODEL)
+    config.model.dropout = 0.0  # train mode is then eval mode: the distillation is deterministic
+    config.model.attention.dropout = 0.0
+    config.train.update(
+        loss="distillation",
+        learning_rate=lr,
+        schedule="constant",
+        warmup_steps=0,
+        weight_decay=0.0,
+        grad_clip=0.0,
+        trainable=trainable,
+        batch_size=batch_size,
+    )
+    config.train.distillation.update(metric="cosine", teacher="self")
+    return config
 
-    @nnx.jit
-    def step(model, optimizer, tokens, mask, target):
-        def loss_fn(model):
-            vectors = model.pool(tokens, mask)
-            vectors = vectors / jnp.linalg.norm(vectors, axis=-1, keepdims=True)
-            return 1.0 - jnp.mean(jnp.sum(vectors * target, axis=-1))
 
-        loss, grads = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, wrt))(model)
-        optimizer.update(model, grads)
-        return loss
+def distill(student, config, tokenizer, sentences, *, epochs: int):
+    """Train ``student`` by the trainer's own step (``build.train_state``); mean loss per epoch.
 
+    Sentences are reshuffled every epoch and padded per batch (lengths by 16);
+    returns the trained model and the mean loss (1 − cosine to the teacher's
+    embedding) of each epoch.
+    """
+    run = build.train_state(config, build.single_device_mesh(), student=student)
+    state, batch_size = run.state, config.train.batch_size
     rng = np.random.default_rng(1)
     history = []
     for _ in range(epochs):
-        order = rng.permutation(len(sentences))
-        shuffled = [sentences[i] for i in order]
+        shuffled = [sentences[i] for i in rng.permutation(len(sentences))]
         losses = []
-        for start, batch in zip(
-            range(0, len(order), batch_size),
-            pretrained.batches(tokenizer, shuffled, batch_size),
-            strict=True,
-        ):
-            target = targets[order[start : start + batch_size]]
-            losses.append(float(step(model, optimizer, batch["tokens"], batch["mask"], target)))
+        for batch in pretrained.batches(tokenizer, shuffled, batch_size):
+            placed = sharding.place_batch(batch, run.mesh, len(batch["tokens"]))
+            state, metrics = run.train_step(state, placed)
+            losses.append(float(metrics["loss"]))
         history.append(float(np.mean(losses)))
-    return history
+    return run.merge(state), history
 
 
 def probe_accuracy(train_x, train_y, test_x, test_y, l2: float = 1e-3) -> float:
@@ -160,9 +172,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for_distill = [reviews[i] for i in order[2 * count : 2 * count + args.distill]]
     pattern = TARGETS[args.targets]
 
-    original, tokenizer = pretrained.load("all-MiniLM-L6-v2")
+    config = minilm_config(lr=args.lr, trainable=pattern + r"\..*", batch_size=batch_size)
+    original = build.model(config.model, rngs=build.rngs(config.seed))
+    tokenizer = pretrained.tokenizer_from(pretrained.model_dir(MODEL))
     reference = pretrained.embed(original, tokenizer, held_out)
-    teacher = pretrained.embed(original, tokenizer, for_distill)
     probes = Probes(args.probe)
     base_params, base_macs = target_params(original, args.targets), macs_per_token(original)
     rows = [{"rank": None, "method": "original", **probes(original, tokenizer)}]
@@ -190,7 +203,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     for rank in ranks:
         for method in ("plain", "whitened"):
-            model, _ = pretrained.load("all-MiniLM-L6-v2")
+            model = build.model(config.model, rngs=build.rngs(config.seed))
             model.eval()
             cal = None
             if method == "whitened":  # padded positions are left out of XᵀX by the mask
@@ -198,16 +211,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             surgery.factorize(model, pattern, rank=rank, calibration=cal)
             measure(model, rank, method)
             if method == "whitened" and args.epochs:
-                losses = distill(
-                    model,
-                    tokenizer,
-                    for_distill,
-                    teacher,
-                    pattern + r"\..*",
-                    epochs=args.epochs,
-                    lr=args.lr,
-                    batch_size=batch_size,
-                )
+                model, losses = distill(model, config, tokenizer, for_distill, epochs=args.epochs)
                 measure(model, rank, "recovered", distill_loss=losses)
     tables = write_tables(rows, args, count)
     print(tables)

@@ -5,8 +5,9 @@ Each kind is a *mixer*, ``(q, k, v, mask) -> out`` on [B, N, H, K], wrapped by
 ``make_attention(kind, ...)`` builds one by name; the encoder never branches on
 the kind. Each kind is its own spec: its options' defaults are its constructor's
 keyword defaults (``options_of``) and its checks its ``check`` classmethod,
-which the constructor and the config validation both call. The pure maths is exposed as functions: ``softmax.attend``,
-``performer.favor``, ``performer.random_features``.
+which the constructor and the config validation both call. The pure maths is
+exposed as functions: ``softmax.attend``, ``performer.favor``,
+``performer.random_features``.
 """
 
 from __future__ import annotations

@@ -96,7 +96,7 @@ class LinformerAttention(nnx.Module):
         self.proj_len = proj_len
         self.sharing = sharing
         self.dropout = weight_dropout(dropout, rngs)
-        self.record = False  # sow the [N, P] weights (``models.encoder.record_intermediates``)
+        self.record = False  # sow the [N, P] weights (``models.encoder.capture_intermediates``)
 
     @classmethod
     def check(cls, *, max_len: int, dropout: float, proj_len: int, sharing: str) -> None:

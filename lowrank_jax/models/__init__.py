@@ -5,6 +5,6 @@ pretrained weights and surgery on top.
 """
 
 from lowrank_jax.models.config import default_config, resolve_config
-from lowrank_jax.models.encoder import Encoder, build_encoder, record_intermediates
+from lowrank_jax.models.encoder import Encoder, build_encoder, capture_intermediates
 
-__all__ = ["Encoder", "build_encoder", "default_config", "record_intermediates", "resolve_config"]
+__all__ = ["Encoder", "build_encoder", "capture_intermediates", "default_config", "resolve_config"]

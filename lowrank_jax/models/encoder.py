@@ -76,7 +76,7 @@ class Block(nnx.Module):
         self.ffn = ffn
         self.dropout = nnx.Dropout(dropout, rngs=rngs)
         self.pre_norm = norm == "pre"
-        self.record = False  # sow the output (``record_intermediates``)
+        self.record = False  # sow the output (``capture_intermediates``)
 
     def __call__(self, x: Float[Array, "B N D"], mask: Bool[Array, "B N"]) -> Float[Array, "B N D"]:
         if self.pre_norm:
@@ -138,9 +138,7 @@ class Encoder(nnx.Module):
         self.dropout = nnx.Dropout(cfg.dropout, rngs=rngs)
         shared: dict = {}  # modules shared across layers (Linformer's layerwise E)
         self.layers = nnx.List(
-            [
-                self._block(cfg, block, total_len, shared, dtype, rngs) for block in blocks
-            ]
+            [self._block(cfg, block, total_len, shared, dtype, rngs) for block in blocks]
         )
         self.final_norm = (
             _layer_norm(dim, cfg.norm_eps, dtype, rngs) if cfg.norm == "pre" else nnx.data(None)
@@ -283,25 +281,29 @@ def build_encoder(model_config, *, rngs: nnx.Rngs) -> Encoder:
     return Encoder(cfg, layer_blocks(cfg), rngs=rngs)
 
 
-def record_intermediates(model: nnx.Module, on: bool = True) -> None:
-    """Make the next calls sow intermediates (``nnx.Intermediate``), or stop (``on=False``).
+def capture_intermediates(method, *args, **kwargs):
+    """``(output, intermediates)`` of one call of an encoder method, with intermediates sown.
 
-    Sown: every block's output ``layers.<i>.hidden_states`` [B, N', D] (N' counts
-    a CLS vector) and, for mixers that form them, the attention weights
-    ``layers.<i>.attention.mixer.attention_weights``: softmax [B, H, N', N'],
-    Linformer [B, H, N', P] (recording takes the explicit-weights path of exact
-    attention). Performer forms none. Read them with ``nnx.pop(model,
-    nnx.Intermediate)``; off by default, and then nothing is recorded or computed.
+    ``method`` is the encoder or one of its bound methods (``model.pool``...).
+    Sown (``nnx.Intermediate``, by ``nnx.capture``): every block's output
+    ``layers.<i>.hidden_states`` [B, N', D] (N' counts a CLS vector) and, for
+    mixers that form them, ``layers.<i>.attention.mixer.attention_weights``:
+    softmax [B, H, N', N'], Linformer [B, H, N', P] (recording takes the
+    explicit-weights path of exact attention). Performer forms none. Outside
+    this call nothing is recorded or computed for it.
 
     Example:
       >>> import jax.numpy as jnp
       >>> from flax import nnx
       >>> from lowrank_jax.models.config import default_config
       >>> model = build_encoder(default_config(), rngs=nnx.Rngs(0))
-      >>> record_intermediates(model)
-      >>> _ = model(jnp.ones((2, 8), int))
-      >>> sown = nnx.pop(model, nnx.Intermediate)
+      >>> logits, sown = capture_intermediates(model, jnp.ones((2, 8), int))
       >>> sown["layers"][0]["attention"]["mixer"]["attention_weights"][0].shape
       (2, 4, 9, 9)
     """
-    model.set_attributes(record=on, raise_if_not_found=False)
+    module = getattr(method, "__self__", method)
+    module.set_attributes(record=True, raise_if_not_found=False)
+    try:
+        return nnx.capture(method, nnx.Intermediate)(*args, **kwargs)
+    finally:
+        module.set_attributes(record=False, raise_if_not_found=False)

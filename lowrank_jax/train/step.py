@@ -3,8 +3,8 @@
 The step works on the NNX state of the pair (model, optimizer): it merges them,
 takes gradients of the configured loss (``losses.LOSSES``) with respect to the
 trainable parameters only (``surgery.trainable_filter``), updates them with
-AdamW and returns the new state. It is one ``jax.jit`` with in/out shardings and a donated state, traced
-once for the whole run.
+AdamW and returns the new state. It is one ``jax.jit`` with in/out shardings
+and a donated state, traced once for the whole run.
 """
 
 from __future__ import annotations

@@ -218,12 +218,18 @@ def train_and_evaluate(
                     )
                 if evaluates or done == train_cfg.steps:
                     record.update(
-                        _evaluate(eval_step, state, config, mesh, eval_source, train_cfg.eval_batches)
+                        _evaluate(
+                            eval_step, state, config, mesh, eval_source, train_cfg.eval_batches
+                        )
                     )
                 if done == train_cfg.steps and train_cfg.train_eval_batches:
                     # The first training batches in the training order: examples it has fitted.
                     train_source = data.make_source(
-                        config.data, split="train", batch_size=batch_size, rows=rows, seed=config.seed
+                        config.data,
+                        split="train",
+                        batch_size=batch_size,
+                        rows=rows,
+                        seed=config.seed,
                     )
                     record.update(
                         _evaluate(
@@ -267,7 +273,9 @@ def _summary(workdir, config, params, writer, train_step, peak_flops, mesh) -> d
         "final_step": config.train.steps,
         "final_train_loss": next((r["loss"] for r in reversed(records) if "loss" in r), None),
         "final_eval_accuracy": evals[-1]["eval_accuracy"] if evals else None,
-        "final_eval_loss": next((r["eval_loss"] for r in reversed(records) if "eval_loss" in r), None),
+        "final_eval_loss": next(
+            (r["eval_loss"] for r in reversed(records) if "eval_loss" in r), None
+        ),
         "best_eval_accuracy": max((r["eval_accuracy"] for r in evals), default=None),
         "final_train_eval_accuracy": next(
             (r["train_eval_accuracy"] for r in reversed(records) if "train_eval_accuracy" in r),

@@ -74,10 +74,11 @@ def test_padded_positions_contribute_nothing():
 
 
 def test_errors():
-    with pytest.raises(ValueError, match=r"proj_len must be an integer in \[1, 8\]"):
+    with pytest.raises(ValueError, match=r"^linformer\.proj_len: must be an integer in \[1, 8\]"):
         LinformerAttention(heads=2, head_dim=4, max_len=8, proj_len=9, rngs=nnx.Rngs(0))
     with pytest.raises(
-        ValueError, match="unknown sharing 'all'; valid: none, headwise, kv, layerwise"
+        ValueError,
+        match="^linformer.sharing: must be one of none, headwise, kv, layerwise, got 'all'",
     ):
         LinformerAttention(
             heads=2, head_dim=4, max_len=8, proj_len=4, sharing="all", rngs=nnx.Rngs(0)

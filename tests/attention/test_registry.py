@@ -45,13 +45,13 @@ def test_factorized_projections(kind):
 def test_unknown_kind_and_option():
     with pytest.raises(
         ValueError,
-        match="unknown attention kind 'flash'; valid kinds: linformer, performer, softmax",
+        match="^kind: must be one of linformer, performer, softmax, got 'flash'",
     ):
         make_attention("flash", 16, 2, max_len=8, rngs=nnx.Rngs(0))
     with pytest.raises(
         ValueError,
-        match="unknown option 'proj_len' for attention kind 'performer'; valid: num_features",
+        match="^performer.proj_len: unknown field; valid: kernel, num_features, orthogonal",
     ):
         make_attention("performer", 16, 2, max_len=8, options={"proj_len": 4}, rngs=nnx.Rngs(0))
-    with pytest.raises(ValueError, match="dim 16 must be a multiple of heads 3"):
+    with pytest.raises(ValueError, match="^dim: must be a multiple of heads = 3, got 16"):
         make_attention("softmax", 16, 3, max_len=8, rngs=nnx.Rngs(0))

@@ -29,7 +29,9 @@ def test_params_are_adapter_params():
 
 @pytest.mark.parametrize("bottleneck", [0, 17])
 def test_bad_bottleneck(bottleneck):
-    with pytest.raises(ValueError, match=r"bottleneck must be an integer in .*\[1, 16\]"):
+    with pytest.raises(
+        ValueError, match=r"^bottleneck: must be an integer in \[1, 16\] \(dim = 16\), got"
+    ):
         Adapter(16, bottleneck, rngs=nnx.Rngs(0))
 
 

@@ -73,7 +73,7 @@ def test_energy_picks_smallest_rank(energy, rank):
 def test_bad_rank_names_valid_range(rank):
     with pytest.raises(
         ValueError,
-        match=r"rank must be an integer in \[1, 16\] "
+        match=r"^rank: must be an integer in \[1, 16\] "
         r"\(min\(in_features, out_features\) for a 16x24 layer\)",
     ):
         FactorizedDense(16, 24, rank, rngs=nnx.Rngs(0))

@@ -104,7 +104,7 @@ def test_bad_rank(rank):
 
 
 def test_bad_dropout():
-    with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\)"):
+    with pytest.raises(ValueError, match=r"^dropout: must be a rate in \[0, 1\)"):
         LoRA(nnx.Linear(16, 24, rngs=nnx.Rngs(0)), rank=2, dropout=1.0, rngs=nnx.Rngs(1))
 
 

@@ -25,11 +25,13 @@ def test_schedules():
 
 
 def test_validate_names_fields():
-    with pytest.raises(ValueError, match=r"train\.schedule: unknown 'linear'"):
+    with pytest.raises(
+        ValueError, match=r"^train\.schedule: must be one of cosine, rsqrt, constant, got 'linear'"
+    ):
         step.validate(_train(schedule="linear"))
-    with pytest.raises(ValueError, match=r"train.steps must be an integer in \[1,"):
+    with pytest.raises(ValueError, match=r"^train\.steps: must be an integer >= 1, got 0"):
         step.validate(_train(steps=0))
-    with pytest.raises(ValueError, match=r"train\.learning_rate: must be >= 0"):
+    with pytest.raises(ValueError, match=r"^train\.learning_rate: must be a number >= 0, got -1"):
         step.validate(_train(learning_rate=-1.0))
 
 
