@@ -14,7 +14,6 @@ once (``summary.json``'s ``step_traces``) over steps with different data.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import tempfile
 from pathlib import Path
@@ -22,15 +21,14 @@ from pathlib import Path
 import common
 from common import target
 
+from lowrank_jax.config import load_module
 from lowrank_jax.train.trainer import TRANSFER_GUARD, train_and_evaluate
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny.py"
 
 
 def targets(quick: bool) -> list[dict]:
-    spec = importlib.util.spec_from_file_location("tiny_config", CONFIG)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_module(CONFIG)
     config = module.get_config("runlocal")
     steps = 6 if quick else 40
     config.train.update(steps=steps, log_every=steps // 2, eval_every=steps, checkpoint_every=steps)

@@ -20,10 +20,9 @@ Args: ``dataset``; ``ranks`` and ``qkv_ranks`` (e.g. ``ranks=2+4+8``; ``none`` f
 no points; default per dataset); ``attention`` (e.g. ``softmax+linformer``).
 """
 
-import importlib.util
 from pathlib import Path
 
-from lowrank_jax.config import ConfigError, parse_arg
+from lowrank_jax.config import ConfigError, load_module, parse_arg
 from lowrank_jax.sweep import product
 
 # dataset: (base config file, base arg, FFN ranks, Q/K/V ranks, attention kinds)
@@ -37,9 +36,7 @@ DATASETS = {
 
 
 def _load(name):
-    spec = importlib.util.spec_from_file_location(name[:-3], Path(__file__).with_name(name))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_module(Path(__file__).with_name(name))
     return module
 
 

@@ -171,12 +171,9 @@ def train(argv: list[str]) -> int:
         config, values = _parse_train_flags(argv)
         from lowrank_jax.train import sharding
 
-        try:
-            sharding.initialize_distributed(
-                values.coordinator_address, values.num_processes, values.process_id
-            )
-        except ValueError as error:
-            raise ConfigError(str(error)) from None
+        sharding.initialize_distributed(
+            values.coordinator_address, values.num_processes, values.process_id
+        )
         from lowrank_jax.train.trainer import NonFiniteLossError, train_and_evaluate
 
         try:

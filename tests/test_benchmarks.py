@@ -1,16 +1,15 @@
 """The benchmark suite's --quick form runs end to end (speed itself is never asserted)."""
 
-import importlib.util
 import json
 from pathlib import Path
+
+from lowrank_jax.config import load_module
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def test_quick_suite_reports_every_target(tmp_path):
-    spec = importlib.util.spec_from_file_location("benchmarks_run", BENCHMARKS / "run.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_module(BENCHMARKS / "run.py")
     rows = module.main(["--quick", "--out", str(tmp_path)])
     numbers = {row["target"].split(".")[0] for row in rows}
     assert {"1", "2", "3", "4", "7"} <= numbers

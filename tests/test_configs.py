@@ -1,10 +1,10 @@
 """Every config file validates, and a quick form of each trains a few steps (the CI form)."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
+from lowrank_jax.config import load_module
 from lowrank_jax.data import fashion_mnist
 from lowrank_jax.train.trainer import validate
 
@@ -12,9 +12,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def load(name: str, arg: str | None = None):
-    spec = importlib.util.spec_from_file_location(f"config_{name}", CONFIGS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_module(CONFIGS / f"{name}.py")
     return module.get_config(arg)
 
 

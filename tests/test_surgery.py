@@ -111,7 +111,7 @@ def test_unmatched_targets_list_the_paths():
 
 
 def test_bad_regex_is_a_value_error():
-    with pytest.raises(ValueError, match="^targets: must be a valid regular expression"):
+    with pytest.raises(ValueError, match=r"^targets: must be a valid regular expression"):
         apply_lora(Toy(nnx.Rngs(0)), "layers.(", rank=2, rngs=nnx.Rngs(1))
 
 
@@ -218,7 +218,7 @@ def test_trainable_filter_specs():
     assert count_params(model, "adapters")["trainable"] == 148
     assert count_params(model)["trainable"] == 4 * 64 + 148
     with pytest.raises(
-        ValueError, match="^trainable: must be all, lora, adapters, auto or a regex"
+        ValueError, match=r"^trainable: must be all, lora, adapters, auto or a regex"
     ):
         trainable_filter(model, "lora(")
 

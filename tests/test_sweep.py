@@ -7,14 +7,10 @@ from lowrank_jax.report import pareto_front, read_runs, write_report
 from lowrank_jax.sweep import load_sweep, point_name, product, run_sweep, zip_points
 
 TINY = """
-import importlib.util
-from pathlib import Path
+from lowrank_jax.config import load_config
 
 def get_config(arg=None):
-    spec = importlib.util.spec_from_file_location("tiny", "{tiny}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config("runlocal")
+    config = load_config("{tiny}:runlocal")
     config.train.update(steps=3, log_every=1, eval_every=0, eval_batches=1, checkpoint_every=3)
     config.train.peak_flops = 1e12
     return config

@@ -30,8 +30,8 @@ import ml_collections
 from flax import nnx
 
 from lowrank_jax import bench
-from lowrank_jax.train import step
 from lowrank_jax.build import model_and_optimizer
+from lowrank_jax.train import step
 
 HERE = Path(__file__).parent
 

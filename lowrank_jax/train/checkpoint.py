@@ -88,9 +88,6 @@ class Checkpointer:
             return step, _from_storable(restored.state, like), dict(restored.data)
         return None
 
-    def wait(self) -> None:
-        self.manager.wait_until_finished()
-
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()

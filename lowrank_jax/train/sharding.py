@@ -16,6 +16,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from lowrank_jax import axes
+from lowrank_jax.config import ConfigError
 
 MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")
@@ -31,24 +32,24 @@ RULES: dict[str, str | None] = {
 
 
 def mesh_shape(mesh_config, device_count: int) -> dict[str, int]:
-    """Sizes of the mesh axes, -1 filled; ``ValueError`` if it does not fit the devices."""
+    """Sizes of the mesh axes, -1 filled; ``ConfigError`` if it does not fit the devices."""
     sizes = {name: int(mesh_config[name]) for name in MESH_AXES}
     unknown = set(mesh_config.keys()) - set(MESH_AXES)
     if unknown:
-        raise ValueError(f"mesh.{sorted(unknown)[0]}: unknown axis; valid: {', '.join(MESH_AXES)}")
+        raise ConfigError(f"mesh.{sorted(unknown)[0]}: unknown axis; valid: {', '.join(MESH_AXES)}")
     fill = [name for name, size in sizes.items() if size == -1]
     if len(fill) > 1 or any(size == 0 or size < -1 for size in sizes.values()):
-        raise ValueError(f"mesh: sizes must be positive, at most one -1 (fill); got {sizes}")
+        raise ConfigError(f"mesh: sizes must be positive, at most one -1 (fill); got {sizes}")
     fixed = int(np.prod([size for size in sizes.values() if size != -1]))
     if fill:
         if device_count % fixed:
-            raise ValueError(
+            raise ConfigError(
                 f"mesh: {sizes} cannot fill {device_count} devices ({device_count} % {fixed} != 0)"
             )
         sizes[fill[0]] = device_count // fixed
     if int(np.prod(list(sizes.values()))) != device_count:
         shape = " x ".join(f"{name}={size}" for name, size in sizes.items())
-        raise ValueError(f"mesh: {shape} does not fit the {device_count} devices")
+        raise ConfigError(f"mesh: {shape} does not fit the {device_count} devices")
     return sizes
 
 
@@ -114,10 +115,6 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(BATCH_AXES))
 
 
-def data_parallel_size(mesh: Mesh) -> int:
-    return int(np.prod([mesh.shape[name] for name in BATCH_AXES]))
-
-
 def local_rows(mesh: Mesh, global_batch: int) -> np.ndarray:
     """Indices of the global batch rows that this process's devices hold."""
     index_map = batch_sharding(mesh).addressable_devices_indices_map((global_batch,))
@@ -159,7 +156,7 @@ def initialize_distributed(
     if num_processes <= 1:
         return
     if not coordinator_address or process_id is None:
-        raise ValueError(
+        raise ConfigError(
             "several processes need --coordinator_address and --process_id "
             "(or JAX_COORDINATOR_ADDRESS and JAX_PROCESS_ID)"
         )

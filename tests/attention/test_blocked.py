@@ -68,7 +68,7 @@ def test_auto_picks_blocked_on_the_cpu_for_long_inputs_and_bad_names_fail():
     assert ("scan" in text and "custom_vjp" in text) == on_cpu
     with pytest.raises(
         ValueError,
-        match="^softmax.implementation: must be one of auto, xla, cudnn, blocked, got 'fast'",
+        match=r"^softmax.implementation: must be one of auto, xla, cudnn, blocked, got 'fast'",
     ):
         make_attention(
             "softmax",

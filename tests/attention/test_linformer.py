@@ -78,7 +78,7 @@ def test_errors():
         LinformerAttention(heads=2, head_dim=4, max_len=8, proj_len=9, rngs=nnx.Rngs(0))
     with pytest.raises(
         ValueError,
-        match="^linformer.sharing: must be one of none, headwise, kv, layerwise, got 'all'",
+        match=r"^linformer.sharing: must be one of none, headwise, kv, layerwise, got 'all'",
     ):
         LinformerAttention(
             heads=2, head_dim=4, max_len=8, proj_len=4, sharing="all", rngs=nnx.Rngs(0)

@@ -29,7 +29,7 @@ def test_random_features_shapes_orthogonality_and_norms():
     chi = random_features(jax.random.key(0), 20, 8)
     assert not np.allclose(jnp.linalg.norm(chi, axis=1), np.sqrt(8))
     assert random_features(jax.random.key(0), 20, 8, orthogonal=False).shape == (20, 8)
-    with pytest.raises(ValueError, match="^scaling: must be one of chi, sqrt, got 'unit'"):
+    with pytest.raises(ValueError, match=r"^scaling: must be one of chi, sqrt, got 'unit'"):
         performer.random_features(jax.random.key(0), 20, 8, scaling="unit")
 
 

@@ -45,13 +45,13 @@ def test_factorized_projections(kind):
 def test_unknown_kind_and_option():
     with pytest.raises(
         ValueError,
-        match="^kind: must be one of linformer, performer, softmax, got 'flash'",
+        match=r"^kind: must be one of linformer, performer, softmax, got 'flash'",
     ):
         make_attention("flash", 16, 2, max_len=8, rngs=nnx.Rngs(0))
     with pytest.raises(
         ValueError,
-        match="^performer.proj_len: unknown field; valid: kernel, num_features, orthogonal",
+        match=r"^performer.proj_len: unknown field; valid: kernel, num_features, orthogonal",
     ):
         make_attention("performer", 16, 2, max_len=8, options={"proj_len": 4}, rngs=nnx.Rngs(0))
-    with pytest.raises(ValueError, match="^dim: must be a multiple of heads = 3, got 16"):
+    with pytest.raises(ValueError, match=r"^dim: must be a multiple of heads = 3, got 16"):
         make_attention("softmax", 16, 3, max_len=8, rngs=nnx.Rngs(0))

@@ -1,10 +1,10 @@
 """Quick forms of the sweep experiments: every point trains 2 steps in-process on tiny data."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
+from lowrank_jax.config import load_module
 from lowrank_jax.report import read_runs, write_report
 from lowrank_jax.sweep import apply_point, point_name
 
@@ -16,9 +16,7 @@ def quick_sweep(tmp_path, quick_train):
     """``quick_sweep(file, arg, data=, model=, keep=)`` -> the report's rows of the sweep."""
 
     def run(file: str, arg: str, *, data=None, model=None, keep=None) -> list[dict]:
-        spec = importlib.util.spec_from_file_location(f"sweep_{Path(file).stem}", CONFIGS / file)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+        module = load_module(CONFIGS / file)
         points = module.get_sweep(arg)
         points = [p for p in points if keep(p)] if keep else points
         workdir = tmp_path / "sweep"

@@ -1,13 +1,12 @@
-import importlib.util
 from pathlib import Path
+
+from lowrank_jax.config import load_module
 
 RUN = Path(__file__).resolve().parents[2] / "experiments" / "linformer_efficiency" / "run.py"
 
 
 def test_quick_form_compares_every_projection_with_softmax():
-    spec = importlib.util.spec_from_file_location("linformer_efficiency_run", RUN)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_module(RUN)
     rows = module.main(["--quick"])
     assert [(r["length"], r["proj_len"]) for r in rows] == [
         (64, 16),

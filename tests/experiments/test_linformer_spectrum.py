@@ -1,15 +1,14 @@
-import importlib.util
 from pathlib import Path
 
 import numpy as np
+
+from lowrank_jax.config import load_module
 
 RUN = Path(__file__).resolve().parents[2] / "experiments" / "linformer_spectrum" / "run.py"
 
 
 def test_quick_form_gives_a_spectrum_per_layer_and_head():
-    spec = importlib.util.spec_from_file_location("linformer_spectrum_run", RUN)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_module(RUN)
     result = module.main(["--quick"])
     at_index = np.asarray(result["at_index"])
     assert at_index.shape == (6, 12) and result["index"] == 32

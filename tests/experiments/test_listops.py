@@ -1,6 +1,6 @@
-import importlib.util
 from pathlib import Path
 
+from lowrank_jax.config import load_module
 from lowrank_jax.report import label
 from lowrank_jax.sweep import apply_point
 from lowrank_jax.train.trainer import validate
@@ -10,9 +10,7 @@ TRAINED = {"softmax, dense", "linformer, R=16", "performer, dense"}  # every kin
 
 
 def test_every_point_validates():
-    spec = importlib.util.spec_from_file_location("listops_config", CONFIG)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_module(CONFIG)
     points = module.get_sweep("runlocal")
     assert len(points) == 6
     for point in points:

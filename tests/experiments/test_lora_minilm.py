@@ -1,16 +1,15 @@
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from lowrank_jax.config import load_module
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _load(path: Path):
-    spec = importlib.util.spec_from_file_location(f"{path.parent.name}_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_module(path)
     return module
 
 

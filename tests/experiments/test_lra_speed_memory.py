@@ -1,13 +1,12 @@
-import importlib.util
 from pathlib import Path
+
+from lowrank_jax.config import load_module
 
 RUN = Path(__file__).resolve().parents[2] / "experiments" / "lra_speed_memory" / "run.py"
 
 
 def test_quick_form_measures_every_model_against_softmax():
-    spec = importlib.util.spec_from_file_location("lra_speed_memory_run", RUN)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_module(RUN)
     result = module.main(["--quick"])
     rows = {row["model"]: row for row in result["rows"]}
     assert set(rows) == {"softmax", "softmax, FFN R=8", "linformer", "performer"}

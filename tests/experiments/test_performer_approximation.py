@@ -1,15 +1,14 @@
-import importlib.util
 from pathlib import Path
 
 import numpy as np
+
+from lowrank_jax.config import load_module
 
 RUN = Path(__file__).resolve().parents[2] / "experiments" / "performer_approximation" / "run.py"
 
 
 def test_quick_form_runs_and_orders_as_expected(tmp_path):
-    spec = importlib.util.spec_from_file_location("performer_approximation_run", RUN)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_module(RUN)
     results = module.main(["--quick", "--out", str(tmp_path)])
     small = results[0.5]
     assert set(small) == {"positive, orthogonal", "positive, iid", "trig, orthogonal", "trig, iid"}

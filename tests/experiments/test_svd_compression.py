@@ -1,15 +1,14 @@
-import importlib.util
 from pathlib import Path
 
 import pytest
+
+from lowrank_jax.config import load_module
 
 RUN = Path(__file__).resolve().parents[2] / "experiments" / "svd_compression" / "run.py"
 
 
 def test_quick_form_whitened_svd_keeps_the_embeddings_closer_and_recovery_trains():
-    spec = importlib.util.spec_from_file_location("svd_compression_run", RUN)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_module(RUN)
     rows = {row["method"]: row for row in module.main(["--quick"])}
     plain, whitened, recovered = rows["plain"], rows["whitened"], rows["recovered"]
     # rank 153 of 384 x 1536: 153 * (384 + 1536) / (384 * 1536) = 0.498 of each FFN kernel

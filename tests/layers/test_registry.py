@@ -23,13 +23,13 @@ def test_every_kind_is_a_drop_in(kind):
 
 
 def test_unknown_kind_lists_valid_kinds():
-    with pytest.raises(ValueError, match="^kind: must be one of dense, factorized, got 'lowrank'"):
+    with pytest.raises(ValueError, match=r"^kind: must be one of dense, factorized, got 'lowrank'"):
         make_dense("lowrank", 16, 24, rngs=nnx.Rngs(0))
 
 
 def test_factorized_needs_rank():
     with pytest.raises(
-        ValueError, match="^rank: must be set: dense kind 'factorized' needs a rank"
+        ValueError, match=r"^rank: must be set: dense kind 'factorized' needs a rank"
     ):
         make_dense("factorized", 16, 24, rngs=nnx.Rngs(0))
 

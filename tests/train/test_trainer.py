@@ -221,17 +221,11 @@ def _fresh_state(config):
 
 def _fresh(config):
     """A 1-device (model, optimizer) graphdef and state of ``config``, as the trainer builds it."""
-    from flax import nnx
-
-    from lowrank_jax.models import build_encoder
-    from lowrank_jax.train import sharding, step
+    from lowrank_jax import build
 
     config.mesh.data = 1
-    model = build_encoder(config.model, rngs=nnx.Rngs(0))
-    optimizer = nnx.Optimizer(model, step.make_optimizer(config.train), wrt=nnx.Param)
-    graphdef, state = nnx.split((model, optimizer))
-    mesh = jax.make_mesh((1, 1, 1), sharding.MESH_AXES, devices=jax.devices()[:1])
-    return graphdef, sharding.put_global(state, sharding.state_shardings(state, mesh))
+    placed = build.train_state(config, build.single_device_mesh(), steps=False)
+    return placed.graphdef, placed.state
 
 
 BAD = [
@@ -239,7 +233,7 @@ BAD = [
     (["--config.train.steps=abc"], "--config.train.steps=abc"),
     (
         ["--config.model.ffn.dense.kind=factorized", "--config.model.ffn.dense.rank=0"],
-        "model.ffn.dense.rank must be an integer in [1, 32]",
+        "model.ffn.dense.rank: must be an integer in [1, 32]",
     ),
     (
         ["--config.model.ffn.dense.kind=factorized", "--config.model.ffn.dense.rank=1000"],
@@ -247,21 +241,22 @@ BAD = [
     ),
     (
         ["--config.model.attention.kind=flash"],
-        "model.attention.kind: unknown value 'flash'; valid: linformer, performer, softmax",
+        "model.attention.kind: must be one of linformer, performer, softmax, got 'flash'",
     ),
     (
         ["--config.model.attention.dense.kind=lowrank"],
-        "model.attention.dense.kind: unknown value 'lowrank'",
+        "model.attention.dense.kind: must be one of dense, factorized, got 'lowrank'",
     ),
     (
         ["--config.train.batch_size=30"],
-        "train.batch_size: 30 is not divisible by the data-parallel size 8",
+        "train.batch_size: must be divisible by the data-parallel size 8 "
+        "(mesh data=8 x fsdp=1), got 30",
     ),
     (["--config.mesh.data=3"], "mesh: data=3 x fsdp=1 x tensor=1 does not fit the 8 devices"),
     (
         ["--config.data.name=nope"],
-        "data.name: unknown dataset 'nope'; valid: fashion_mnist, listops, listops_small, "
-        "reviews, sms_spam, synthetic, trec",
+        "data.name: must be one of fashion_mnist, listops, listops_small, "
+        "reviews, sms_spam, synthetic, trec, got 'nope'",
     ),
 ]
 
@@ -281,7 +276,10 @@ def test_bad_input_one_line_exit_2_workdir_untouched(tmp_path, monkeypatch, caps
 
 def test_bad_config_args_and_missing_file(tmp_path, monkeypatch, capsys):
     for spec, message in [
-        (f"{ROOT}/configs/tiny.py:attention=flash", "unknown value 'flash'"),
+        (
+            f"{ROOT}/configs/tiny.py:attention=flash",
+            "must be one of linformer, performer, softmax, got 'flash'",
+        ),
         (
             f"{ROOT}/configs/tiny.py:bogus=1",
             "config arg 'bogus': unknown; valid: attention, lora, rank, runlocal",

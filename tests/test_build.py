@@ -1,0 +1,242 @@
+"""The composition layer (``lowrank_jax/build.py``) and the package's structure."""
+
+import ast
+import json
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from lowrank_jax import build, cli
+from lowrank_jax.attention import ATTENTION, make_attention
+from lowrank_jax.config import ConfigError, load_config
+from lowrank_jax.models import build_encoder, capture_intermediates, default_config
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "lowrank_jax"
+TINY = f"{ROOT}/configs/tiny.py:runlocal"
+
+
+def _shapes(module) -> dict:
+    state = nnx.state(module, nnx.Param)
+    return {str(path): value.shape for path, value in nnx.to_flat_state(state)}
+
+
+@pytest.mark.parametrize("kind", sorted(ATTENTION))
+def test_default_config_and_make_attention_build_the_same_attention(kind):
+    cfg = default_config()
+    cfg.attention.kind = kind
+    encoder = nnx.eval_shape(lambda: build_encoder(cfg, rngs=nnx.Rngs(0)))
+    alone = nnx.eval_shape(
+        lambda: make_attention(kind, cfg.dim, cfg.heads, max_len=cfg.max_len + 1, rngs=nnx.Rngs(0))
+    )
+    assert _shapes(encoder.layers[0].attention) == _shapes(alone)
+    features = {"performer": ("mixer", "features")}.get(kind)
+    if features:  # Performer's features are state, not parameters: compare them too
+        assert (
+            getattr(encoder.layers[0].attention.mixer, features[1]).shape
+            == getattr(alone.mixer, features[1]).shape
+        )
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path, modules: set[str]) -> set[str]:
+    """The package modules ``path`` imports anywhere (function-local imports included)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        found |= {name for name in names if name in modules}
+    return found
+
+
+def test_no_import_cycle_inside_the_package():
+    files = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    modules = set(files)
+    graph = {}
+    for name, path in files.items():
+        ancestors = {".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 1)}
+        graph[name] = _imports(path, modules) - ancestors - {name}
+    # A package __init__ re-exporting its modules is not a cycle; anything else is.
+    visiting, done = [], set()
+
+    def visit(node):
+        if node in visiting:
+            cycle = [*visiting[visiting.index(node) :], node]
+            raise AssertionError("import cycle: " + " -> ".join(cycle))
+        if node in done:
+            return
+        visiting.append(node)
+        for child in sorted(graph[node]):
+            visit(child)
+        visiting.pop()
+        done.add(node)
+
+    for name in sorted(graph):
+        visit(name)
+    assert "lowrank_jax.build" in graph["lowrank_jax.train.trainer"]
+    for name in ("lowrank_jax.surgery", "lowrank_jax.build"):  # models/ stays below both
+        assert not any(name in graph[m] for m in modules if m.startswith("lowrank_jax.models"))
+
+
+def test_cycle_detector_fails_on_a_cycle(tmp_path, monkeypatch):
+    package = tmp_path / "lowrank_jax"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("def f():\n    from lowrank_jax import b\n")
+    (package / "b.py").write_text("from lowrank_jax.a import f\n")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    monkeypatch.setattr(sys.modules[__name__], "PACKAGE", package)
+    with pytest.raises(AssertionError, match=r"import cycle: lowrank_jax\.a -> lowrank_jax\.b"):
+        test_no_import_cycle_inside_the_package()
+
+
+def test_no_package_file_over_350_lines():
+    long = {
+        str(p.relative_to(ROOT)): n
+        for p in PACKAGE.rglob("*.py")
+        if (n := len(p.read_text().splitlines())) > 350
+    }
+    assert not long
+
+
+def _tiny(**train):
+    config = load_config(TINY)
+    config.train.update(steps=4, log_every=1, eval_every=0, eval_batches=1, peak_flops=1e12)
+    config.train.update(train)
+    return config
+
+
+def test_train_state_is_what_the_trainer_and_bench_use(tmp_path):
+    config = _tiny()
+    run = build.train_state(config, build.single_device_mesh())
+    assert run.params["trainable"] == run.params["total"] > 0
+    batch = {
+        "tokens": np.ones((32, 64), np.int32),
+        "mask": np.ones((32, 64), bool),
+        "label": np.zeros(32, np.int32),
+    }
+    from lowrank_jax.train import sharding
+
+    placed = sharding.place_batch(batch, run.mesh, 32)
+    state, metrics = run.train_step(run.state, placed)
+    assert set(metrics) == {"loss", "accuracy", "grad_norm", "learning_rate"}
+    assert set(run.eval_step(state, placed)) == {"loss", "accuracy"}
+
+
+def test_distillation_from_self_starts_at_zero_and_trains(tmp_path):
+    """LoRA's B starts at 0, so the student equals its teacher (itself before surgery)."""
+    from lowrank_jax.train.trainer import train_and_evaluate
+
+    config = _tiny(loss="distillation", learning_rate=1e-2, warmup_steps=0)
+    config.model.lora.rank = 2
+    config.model.dropout = 0.0
+    summary = train_and_evaluate(config, tmp_path / "run")
+    records = [
+        json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    ]
+    first = records[0]
+    assert "accuracy" not in first and first["cosine"] == pytest.approx(1.0, abs=1e-5)
+    assert first["loss"] == pytest.approx(0.0, abs=1e-5)
+    assert summary["final_eval_accuracy"] is None and np.isfinite(summary["final_eval_loss"])
+    # a run directory as the teacher: the classification run's trained model
+    teacher = tmp_path / "teacher"
+    train_and_evaluate(_tiny(), teacher)
+    config = _tiny(loss="distillation")
+    config.train.distillation.teacher = str(teacher)
+    config.train.distillation.metric = "mse"
+    summary = train_and_evaluate(config, tmp_path / "student")
+    assert summary["final_train_loss"] > 0 and np.isfinite(summary["final_eval_loss"])
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("loss", "ranking", r"^train\.loss: must be one of classification, distillation"),
+        ("distillation.metric", "kl", r"^train\.distillation\.metric: must be one of cosine"),
+        ("distillation.teacher", "/nowhere", r"^train\.distillation\.teacher: must be 'self'"),
+    ],
+)
+def test_bad_loss_fields_name_the_field(field, value, message):
+    config = _tiny(loss="distillation")
+    group, _, leaf = field.rpartition(".")
+    (config.train[group] if group else config.train)[leaf] = value
+    with pytest.raises(ConfigError, match=message):
+        build.validate(config)
+
+
+def test_callbacks_see_every_step(tmp_path):
+    from lowrank_jax.train.trainer import train_and_evaluate
+
+    seen = []
+    train_and_evaluate(_tiny(), tmp_path / "run", callbacks=[lambda step, state: seen.append(step)])
+    assert seen == [1, 2, 3, 4]
+
+
+def test_a_bug_is_a_traceback_not_bad_input(tmp_path, monkeypatch):
+    """A ``KeyError`` inside the code must not come out as "bad config" (exit 2)."""
+    from lowrank_jax import data
+
+    def broken(data_config):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(data, "check", broken)
+    argv = ["train", "--config", TINY, "--workdir", str(tmp_path / "run")]
+    monkeypatch.setattr(sys, "argv", ["lowrank-jax", *argv])
+    with pytest.raises(KeyError, match="a bug"):
+        cli.main(argv)
+
+
+@pytest.mark.parametrize("kind", ["softmax", "linformer"])
+def test_captured_attention_weights_are_the_models_own(kind):
+    cfg = default_config()
+    cfg.update(vocab_size=20, max_len=8, dim=16, heads=2, num_layers=2)
+    cfg.attention.kind = kind
+    cfg.attention.linformer.proj_len = 4
+    model = build_encoder(cfg, rngs=nnx.Rngs(0))
+    model.eval()
+    tokens = jax.random.randint(jax.random.key(1), (2, 8), 1, 20)
+    mask = jnp.arange(8)[None] < jnp.array([[8], [5]])
+    plain = model(tokens, mask)
+    logits, sown = capture_intermediates(model, tokens, mask)
+    np.testing.assert_allclose(logits, plain, atol=1e-5)  # recording changes nothing
+    layer = sown["layers"][0]
+    weights = layer["attention"]["mixer"]["attention_weights"][0]
+    assert weights.shape == ((2, 2, 9, 9) if kind == "softmax" else (2, 2, 9, 4))
+    np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-5)
+    if kind == "softmax":  # the padded keys of the second row get no weight (CLS is first)
+        np.testing.assert_allclose(weights[1, :, :, 6:], 0.0, atol=1e-7)
+        # layer 1's weights are softmax(q kᵀ / √K) of its normed input, layer 0's output
+        hidden = layer["hidden_states"][0]  # [B, 9, D]
+        block = model.layers[1]
+        x = block.attention_norm(hidden)
+        q = block.attention.query(x).reshape(2, 9, 2, 8)
+        k = block.attention.key(x).reshape(2, 9, 2, 8)
+        logits = jnp.einsum("bnhk,bshk->bhns", q, k) / jnp.sqrt(8.0)
+        keys = jnp.concatenate([jnp.ones((2, 1), bool), mask], axis=1)[:, None, None, :]
+        expected = jax.nn.softmax(jnp.where(keys, logits, -1e30), axis=-1)
+        sown_1 = sown["layers"][1]["attention"]["mixer"]["attention_weights"][0]
+        np.testing.assert_allclose(sown_1, expected, atol=1e-5)
+    assert "attention_weights" not in str(nnx.state(model))  # nothing left behind
+
+
+def test_capture_has_nothing_for_performer():
+    cfg = default_config()
+    cfg.update(vocab_size=20, max_len=8, dim=16, heads=2, num_layers=1)
+    cfg.attention.kind = "performer"
+    model = build_encoder(cfg, rngs=nnx.Rngs(0))
+    _, sown = capture_intermediates(model.pool, jnp.ones((2, 8), int))
+    paths = [".".join(map(str, path)) for path, _ in nnx.to_flat_state(sown)]
+    assert paths == ["layers.0.hidden_states"]
+    assert sown["layers"][0]["hidden_states"][0].shape == (2, 9, 16)
