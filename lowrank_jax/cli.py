@@ -196,11 +196,12 @@ def train(argv: list[str]) -> int:
 
 
 def sweep(config: str, workdir: str, jobs: int, extra: list[str]) -> int:
+    from lowrank_jax.config import ConfigError
     from lowrank_jax.sweep import run_sweep
 
     try:
         results = run_sweep(config, workdir, jobs=jobs, extra=extra)
-    except (ValueError, OSError) as error:
+    except (ConfigError, OSError) as error:
         return _fail(_one_line(error))
     failed = [r for r in results if r["status"] == "failed"]
     print(f"sweep {workdir}: {len(results) - len(failed)} done, {len(failed)} failed")
@@ -208,11 +209,12 @@ def sweep(config: str, workdir: str, jobs: int, extra: list[str]) -> int:
 
 
 def report(workdir: str) -> int:
+    from lowrank_jax.config import ConfigError
     from lowrank_jax.report import write_report
 
     try:
         table, plots = write_report(workdir)
-    except ValueError as error:
+    except ConfigError as error:
         return _fail(str(error))
     print(table)
     print(f"tables: {workdir}/results.md, {workdir}/results.csv")

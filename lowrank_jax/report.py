@@ -17,6 +17,8 @@ from pathlib import Path
 
 from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
 
+from lowrank_jax.config import ConfigError
+
 COLUMNS = (
     "name",
     "attention",
@@ -224,8 +226,8 @@ def write_report(workdir: str | Path) -> tuple[str, list[Path]]:
     """Write the tables and plots of a sweep directory; returns (Markdown table, plot paths)."""
     workdir = Path(workdir)
     if not workdir.is_dir():
-        raise ValueError(f"workdir: {workdir} is not a directory")
+        raise ConfigError(f"workdir: {workdir} is not a directory")
     rows = read_runs(workdir)
     if not rows:
-        raise ValueError(f"workdir: {workdir} holds no run directories")
+        raise ConfigError(f"workdir: {workdir} holds no run directories")
     return write_tables(rows, workdir), write_plots(rows, workdir)

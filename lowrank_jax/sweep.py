@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lowrank_jax.config import load_config
+from lowrank_jax.config import ConfigError, load_config
 
 Point = dict[str, Any]
 
@@ -144,7 +144,7 @@ def run_sweep(
     points = load_sweep(config_spec)
     names = [point_name(p) for p in points]
     if len(set(names)) != len(names):
-        raise ValueError("get_sweep returned the same point twice")
+        raise ConfigError("--config: get_sweep returned the same point twice")
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "sweep.json").write_text(
         json.dumps({"config": config_spec, "points": points, "extra": list(extra)}, indent=1) + "\n"

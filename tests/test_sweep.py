@@ -60,7 +60,7 @@ def test_sweep_runs_records_failures_resumes_and_reports(tmp_path, capsys):
     failed = json.loads(
         (workdir / "ffn.dense.kind=factorized,ffn.dense.rank=999" / "failed.json").read_text()
     )
-    assert "model.ffn.dense.rank must be an integer in [1, 32]" in failed["error"]
+    assert "model.ffn.dense.rank: must be an integer in [1, 32]" in failed["error"]
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 3 and all(line.startswith("[") for line in lines)
 
