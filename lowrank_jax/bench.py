@@ -91,7 +91,7 @@ class EncoderForward:
     """
 
     def __init__(self, model_config, batch_size: int, length: int, seed: int = 0):
-        model = build.model(model_config, rngs=build.rngs(seed))
+        model = build.model(model_config, rngs=build.run_rngs(seed))
         model.eval()
         graphdef, self.state = nnx.split(model)
         self.batch = _batch(model_config, batch_size, length, seed)

@@ -63,7 +63,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     return model_config
 
 
-def rngs(seed: int) -> nnx.Rngs:
+def run_rngs(seed: int) -> nnx.Rngs:
     """A run's random streams: parameters, dropout and Performer features from ``seed``."""
     return nnx.Rngs(params=seed, dropout=seed + 1, features=seed + 2)
 
@@ -114,7 +114,7 @@ def model_and_optimizer(config: ml_collections.ConfigDict, student: nnx.Module |
     ``student``: a model built elsewhere (e.g. factorized with calibration data)
     to train instead of ``model(config.model)``.
     """
-    built = student if student is not None else model(config.model, rngs=rngs(config.seed))
+    built = student if student is not None else model(config.model, rngs=run_rngs(config.seed))
     wrt = surgery.trainable_filter(built, config.train.trainable)
     return built, nnx.Optimizer(built, step.make_optimizer(config.train), wrt=wrt), wrt
 
@@ -190,7 +190,7 @@ def _teacher(config, mesh: Mesh):
     """(graphdef, placed state, sharding) of the frozen distillation teacher, in eval mode."""
     source = config.train.distillation.teacher
     if source == "self":
-        teacher = model(config.model, rngs=rngs(config.seed), with_surgery=False)
+        teacher = model(config.model, rngs=run_rngs(config.seed), with_surgery=False)
     else:
         teacher = load_model(source)
     teacher.eval()

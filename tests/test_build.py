@@ -176,6 +176,19 @@ def test_bad_loss_fields_name_the_field(field, value, message):
         build.validate(config)
 
 
+def test_a_config_is_checked_once(monkeypatch):
+    from lowrank_jax.models import config as model_config
+
+    calls = []
+    check = model_config._validate
+    monkeypatch.setattr(model_config, "_validate", lambda cfg: calls.append(1) or check(cfg))
+    config = _tiny()
+    config.model.dim = 24  # a config no other test resolved before
+    build.validate(config)
+    build.train_state(config, build.single_device_mesh())
+    assert len(calls) == 1
+
+
 def test_callbacks_see_every_step(tmp_path):
     from lowrank_jax.train.trainer import train_and_evaluate
 

@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     pattern = TARGETS[args.targets]
 
     config = minilm_config(lr=args.lr, trainable=pattern + r"\..*", batch_size=batch_size)
-    original = build.model(config.model, rngs=build.rngs(config.seed))
+    original = build.model(config.model, rngs=build.run_rngs(config.seed))
     tokenizer = pretrained.tokenizer_from(pretrained.model_dir(MODEL))
     reference = pretrained.embed(original, tokenizer, held_out)
     probes = Probes(args.probe)
@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     for rank in ranks:
         for method in ("plain", "whitened"):
-            model = build.model(config.model, rngs=build.rngs(config.seed))
+            model = build.model(config.model, rngs=build.run_rngs(config.seed))
             model.eval()
             cal = None
             if method == "whitened":  # padded positions are left out of XᵀX by the mask

@@ -16,6 +16,7 @@ result; ``layer_blocks(cfg)`` gives each layer's attention/FFN group with its
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Mapping
 
 import ml_collections
@@ -110,6 +111,8 @@ def resolve_config(model_config) -> ml_collections.ConfigDict:
     """``config.model`` over the defaults, every field (and every layer's block) checked.
 
     Builds nothing: the trainer calls it to reject a bad config before any compute.
+    The checks run once per distinct config (validation, then the build, then a
+    teacher ask for the same one); each call returns a fresh copy.
 
     Example:
       >>> resolve_config({"dim": 30, "heads": 4})
@@ -117,7 +120,26 @@ def resolve_config(model_config) -> ml_collections.ConfigDict:
       ...
       lowrank_jax.config.ConfigError: model.dim: must be a multiple of heads = 4, got 30
     """
-    cfg = _merged_with_defaults(model_config)
+    given = (
+        model_config.to_dict()
+        if isinstance(model_config, ml_collections.ConfigDict)
+        else dict(model_config)
+    )
+    key = json.dumps(given, sort_keys=True, default=repr)
+    if key not in _RESOLVED:
+        if len(_RESOLVED) >= 64:
+            _RESOLVED.clear()
+        _RESOLVED[key] = _resolve(given).to_dict()
+    return ml_collections.ConfigDict(copy.deepcopy(_RESOLVED[key]))
+
+
+_RESOLVED: dict[str, dict] = {}  # the checked configs, by their JSON
+
+
+def _resolve(given: dict) -> ml_collections.ConfigDict:
+    merged = default_config().to_dict()
+    _overlay(merged, given, "model")
+    cfg = ml_collections.ConfigDict(merged)
     _validate(cfg)
     _validate_block(cfg, {"attention": cfg.attention.to_dict(), "ffn": cfg.ffn.to_dict()}, "model")
     for i, block in enumerate(layer_blocks(cfg)):
@@ -135,18 +157,6 @@ def layer_blocks(cfg: ml_collections.ConfigDict) -> list[dict]:
                 _overlay(block, changes, f"model.overrides[{spec!r}]")
         out.append(block)
     return out
-
-
-def _merged_with_defaults(model_config) -> ml_collections.ConfigDict:
-    """The defaults overlaid with the given fields; an unknown field is an error."""
-    merged = default_config().to_dict()
-    given = (
-        model_config.to_dict()
-        if isinstance(model_config, ml_collections.ConfigDict)
-        else dict(model_config)
-    )
-    _overlay(merged, given, "model")
-    return ml_collections.ConfigDict(merged)
 
 
 def _overlay(base: dict, new: Mapping, path: str) -> None:
