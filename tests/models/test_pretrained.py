@@ -76,7 +76,10 @@ def test_tensor_of_the_wrong_shape_is_named(tmp_path):
 
 
 def test_unknown_name_and_unsupported_config(tmp_path):
-    with pytest.raises(ValueError, match="known: all-MiniLM-L6-v2"):
+    with pytest.raises(
+        ValueError,
+        match=r"^pretrained: must be a folder or a known model \(known: all-MiniLM-L6-v2\)",
+    ):
         pretrained.load("no-such-model")
     folder = pretrained.model_dir("all-MiniLM-L6-v2")
     config = json.loads((folder / "config.json").read_text())

@@ -254,6 +254,11 @@ BAD = [
     ),
     (["--config.mesh.data=3"], "mesh: data=3 x fsdp=1 x tensor=1 does not fit the 8 devices"),
     (
+        ["--config.model.pretrained=bert-huge"],
+        "model.pretrained: must be a folder or a known model (known: all-MiniLM-L6-v2), "
+        "got 'bert-huge'",
+    ),
+    (
         ["--config.data.name=nope"],
         "data.name: must be one of fashion_mnist, listops, listops_small, "
         "reviews, sms_spam, synthetic, trec, got 'nope'",
