@@ -2,10 +2,14 @@
 
 ``write_report(workdir)`` reads every ``<point>/config.json``, ``summary.json``
 and ``metrics.jsonl`` (and ``failed.json``), so every number traces back to a
-run directory, and writes ``results.md``, ``results.csv`` and PNG plots:
-accuracy and step time against rank per attention kind (the dense model as a
-dashed reference), accuracy against parameters with the Pareto front marked,
-and learning curves.
+run directory. Runs that differ only in ``seed`` are one *point*: every metric
+is aggregated over its seeds as mean, standard deviation, n and a 95%
+confidence interval of the mean (Student t, n - 1 degrees of freedom); a point
+with one seed has n = 1 and no interval. It writes ``results.md`` and
+``results.csv`` (one row per point), ``runs.csv`` (one per run) and PNG plots
+of the means with their interval bars: accuracy and step time against rank per
+attention kind (the dense model as a dashed reference), accuracy against
+parameters with the Pareto front (of the means) marked, and learning curves.
 """
 
 from __future__ import annotations
@@ -13,13 +17,16 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from pathlib import Path
 
+import numpy as np
+import scipy.stats
 from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
 
 from lowrank_jax.config import ConfigError
 
-COLUMNS = (
+KEYS = (
     "name",
     "attention",
     "ffn_rank",
@@ -27,13 +34,15 @@ COLUMNS = (
     "lora_rank",
     "params_total",
     "params_trainable",
+)
+METRICS = (
     "train_accuracy",
     "eval_accuracy",
     "best_eval_accuracy",
     "train_eval_gap",
     "median_step_time_s",
-    "status",
 )
+COLUMNS = (*KEYS, *METRICS, "status")  # runs.csv: one row per run
 
 
 def _rank(dense: dict) -> int | None:
@@ -54,7 +63,8 @@ def read_runs(workdir: str | Path) -> list[dict]:
         if not (config_path.exists() and summary_path.exists()):
             rows.append({"name": run.name, "status": "unfinished"})
             continue
-        model = json.loads(config_path.read_text())["model"]
+        config = json.loads(config_path.read_text())
+        model = config["model"]
         summary = json.loads(summary_path.read_text())
         metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         train_accuracy = summary.get("final_train_eval_accuracy")
@@ -79,10 +89,82 @@ def read_runs(workdir: str | Path) -> list[dict]:
                 else train_accuracy - eval_accuracy,
                 "median_step_time_s": summary.get("median_step_time_s"),
                 "status": "done",
+                "seed": config.get("seed"),
+                "point": point_of(run.name),
                 "curve": [(m["step"], m["eval_accuracy"]) for m in metrics if "eval_accuracy" in m],
             }
         )
     return sorted(rows, key=_order)
+
+
+def point_of(name: str) -> str:
+    """A run's point: its name without the ``seed=N`` part (``base`` if nothing is left).
+
+    Example:
+      >>> point_of("ffn.dense.rank=8,seed=2"), point_of("seed=0")
+      ('ffn.dense.rank=8', 'base')
+    """
+    parts = [part for part in name.split(",") if not re.fullmatch(r"seed=\d+", part)]
+    return ",".join(parts) or "base"
+
+
+def interval(values: list[float]) -> dict:
+    """``{"mean", "std", "n", "ci95"}`` of a sample; std and ci95 are None for n = 1.
+
+    ci95 is the half-width of the 95% confidence interval of the mean (Student t).
+
+    Example:
+      >>> {k: round(v, 3) for k, v in interval([1.0, 2.0, 3.0]).items()}
+      {'mean': 2.0, 'std': 1.0, 'n': 3, 'ci95': 2.484}
+    """
+    n = len(values)
+    mean = float(np.mean(values))
+    if n < 2:
+        return {"mean": mean, "std": None, "n": n, "ci95": None}
+    std = float(np.std(values, ddof=1))
+    return {
+        "mean": mean,
+        "std": std,
+        "n": n,
+        "ci95": float(scipy.stats.t.ppf(0.975, n - 1) * std / math.sqrt(n)),
+    }
+
+
+def aggregate(rows: list[dict]) -> list[dict]:
+    """One row per point: its keys, and for every metric ``<metric>`` (the mean),
+    ``<metric>_std``, ``<metric>_ci95`` over its finished seeds, ``n`` the seeds.
+
+    A point none of whose runs finished keeps the status of its first run.
+    """
+    points: dict[str, list[dict]] = {}
+    for row in rows:
+        points.setdefault(row.get("point") or point_of(row["name"]), []).append(row)
+    out = []
+    for name, runs in points.items():
+        done = [r for r in runs if r["status"] == "done"]
+        if not done:
+            out.append({**runs[0], "name": name, "n": 0})
+            continue
+        row = {key: done[0][key] for key in KEYS} | {"name": name, "status": "done"}
+        row["n"] = len(done)
+        for metric in METRICS:
+            values = [r[metric] for r in done if r[metric] is not None]
+            stats = interval(values) if values else {"mean": None, "std": None, "ci95": None}
+            row[metric], row[f"{metric}_std"], row[f"{metric}_ci95"] = (
+                stats["mean"],
+                stats["std"],
+                stats["ci95"],
+            )
+        row["curve"] = _mean_curve([r["curve"] for r in done])
+        row["seeds"] = sorted(r["seed"] for r in done if r.get("seed") is not None)
+        out.append(row)
+    return sorted(out, key=_order)
+
+
+def _mean_curve(curves: list[list]) -> list:
+    """The mean eval curve over seeds, at the steps every seed evaluated."""
+    steps = sorted(set.intersection(*(set(s for s, _ in c) for c in curves))) if curves else []
+    return [(step, float(np.mean([dict(c)[step] for c in curves]))) for step in steps]
 
 
 def label(row: dict) -> str:
@@ -130,21 +212,44 @@ def _cell(value) -> str:
     return str(value)
 
 
-def write_tables(rows: list[dict], workdir: Path) -> str:
-    """results.md and results.csv; returns the Markdown table."""
-    with open(workdir / "results.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+def _stat_cell(row: dict, metric: str) -> str:
+    """``mean ± ci95`` (n >= 2), ``mean`` alone for n = 1, — when not measured."""
+    mean, ci95 = row.get(metric), row.get(f"{metric}_ci95")
+    if mean is None:
+        return "—"
+    return f"{mean:.4f} ± {ci95:.4f}" if ci95 is not None else f"{mean:.4f}"
+
+
+def write_tables(runs: list[dict], points: list[dict], workdir: Path) -> str:
+    """results.md, results.csv (points) and runs.csv (runs); returns the Markdown table."""
+    with open(workdir / "runs.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=("seed", *COLUMNS), extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(rows)
-    header = "| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS) + "\n"
-    body = "".join("| " + " | ".join(_cell(row.get(c)) for c in COLUMNS) + " |\n" for row in rows)
+        writer.writerows(runs)
+    stats = [f"{m}{suffix}" for m in METRICS for suffix in ("", "_std", "_ci95")]
+    with open(workdir / "results.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=(*KEYS, "n", *stats, "status"), extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(points)
+    columns = (*KEYS, "n", *METRICS, "status")
+    header = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
+    body = "".join(
+        "| "
+        + " | ".join(_stat_cell(row, c) if c in METRICS else _cell(row.get(c)) for c in columns)
+        + " |\n"
+        for row in points
+    )
     table = header + body
     (workdir / "results.md").write_text(
         f"# Results of {workdir.name}\n\nFrom each run's config.json, summary.json and "
-        f"metrics.jsonl (`lowrank-jax report {workdir}`). Rank — = dense; train accuracy is "
-        "the final model's accuracy on the first `train.train_eval_batches` training "
-        "batches (eval mode), or, where that is 0, the mean of the last five logged training "
-        "batches (dropout on, a moving model).\n\n" + table
+        f"metrics.jsonl (`lowrank-jax report {workdir}`). One row per point: runs that "
+        "differ only in their seed are aggregated, each metric as mean ± the half-width of "
+        "its 95% confidence interval (Student t over the n seeds; a point with n = 1 shows "
+        "its one value, with no interval); results.csv adds each standard deviation, "
+        "runs.csv has every run. Rank — = dense; train accuracy is the final model's "
+        "accuracy on the first `train.train_eval_batches` training batches (eval mode), or, "
+        "where that is 0, the mean of the last five logged training batches (dropout on, a "
+        "moving model).\n\n" + table
     )
     return table
 
@@ -161,29 +266,37 @@ RANK_SERIES = {  # which layers are low rank -> (x value, marker style)
 
 
 def _rank_plot(rows, key: str, ylabel: str, path: Path) -> None:
-    """One line per attention kind and low-rank group (FFN, Q/K/V, both); dense dashed."""
+    """Means with 95% interval bars, one line per attention kind and low-rank group
+    (FFN, Q/K/V, both); the dense model dashed, its interval shaded."""
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
     for i, kind in enumerate(sorted({r["attention"] for r in rows})):
         color = f"C{i}"
         measured = [r for r in rows if r["attention"] == kind and r[key] is not None]
         for group, (rank_of, style) in RANK_SERIES.items():
-            ranked = sorted((rank_of(r), r[key]) for r in measured if rank_of(r))
+            ranked = sorted(
+                (rank_of(r), r[key], r.get(f"{key}_ci95") or 0.0) for r in measured if rank_of(r)
+            )
             if ranked:
-                ax.plot(*zip(*ranked, strict=True), style, color=color, label=f"{kind}, {group}")
+                x, y, bars = zip(*ranked, strict=True)
+                ax.errorbar(x, y, yerr=bars, fmt=style, color=color, capsize=3)
+                ax.plot([], [], style, color=color, label=f"{kind}, {group}")
         for r in measured:
             if not _low_rank(r):
                 ax.axhline(r[key], color=color, linestyle="--", label=f"{kind}, dense")
+                if r.get(f"{key}_ci95"):
+                    half = r[f"{key}_ci95"]
+                    ax.axhspan(r[key] - half, r[key] + half, color=color, alpha=0.1)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("rank R")
-    ax.set_ylabel(ylabel)
+    ax.set_ylabel(f"{ylabel} (mean, 95% CI)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
 
-def write_plots(rows: list[dict], workdir: Path) -> list[Path]:
-    done = [r for r in rows if r["status"] == "done"]
+def write_plots(points: list[dict], workdir: Path) -> list[Path]:
+    done = [r for r in points if r["status"] == "done"]
     paths = [
         workdir / f"{n}.png"
         for n in ("accuracy_vs_rank", "step_time_vs_rank", "accuracy_vs_params", "learning_curves")
@@ -193,15 +306,16 @@ def write_plots(rows: list[dict], workdir: Path) -> list[Path]:
 
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
-    points = [
-        (r["params_total"], r["eval_accuracy"]) for r in done if r["eval_accuracy"] is not None
-    ]
     named = [r for r in done if r["eval_accuracy"] is not None]
-    ax.scatter([p for p, _ in points], [a for _, a in points], color="C0", label="runs")
-    front = [points[i] for i in pareto_front(points)]
+    points_xy = [(r["params_total"], r["eval_accuracy"]) for r in named]
+    bars = [r.get("eval_accuracy_ci95") or 0.0 for r in named]
+    if points_xy:
+        x, y = zip(*points_xy, strict=True)
+        ax.errorbar(x, y, yerr=bars, fmt="o", color="C0", capsize=3, label="points (mean, 95% CI)")
+    front = [points_xy[i] for i in pareto_front(points_xy)]
     if front:
-        ax.plot(*zip(*front, strict=True), "s-", color="C3", label="Pareto front")
-    for (params, accuracy), row in zip(points, named, strict=True):
+        ax.plot(*zip(*front, strict=True), "s-", color="C3", label="Pareto front (means)")
+    for (params, accuracy), row in zip(points_xy, named, strict=True):
         ax.annotate(label(row), (params, accuracy), fontsize=7)
     ax.set_xlabel("parameters")
     ax.set_ylabel("eval accuracy")
@@ -213,9 +327,9 @@ def write_plots(rows: list[dict], workdir: Path) -> list[Path]:
     ax = fig.subplots()
     for row in done:
         if row["curve"]:
-            ax.plot(*zip(*row["curve"], strict=True), "o-", label=label(row))
+            ax.plot(*zip(*row["curve"], strict=True), "o-", label=f"{label(row)} (n={row['n']})")
     ax.set_xlabel("step")
-    ax.set_ylabel("eval accuracy")
+    ax.set_ylabel("eval accuracy (mean over seeds)")
     ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(paths[3], dpi=100)
@@ -227,7 +341,8 @@ def write_report(workdir: str | Path) -> tuple[str, list[Path]]:
     workdir = Path(workdir)
     if not workdir.is_dir():
         raise ConfigError(f"workdir: {workdir} is not a directory")
-    rows = read_runs(workdir)
-    if not rows:
+    runs = read_runs(workdir)
+    if not runs:
         raise ConfigError(f"workdir: {workdir} holds no run directories")
-    return write_tables(rows, workdir), write_plots(rows, workdir)
+    points = aggregate(runs)
+    return write_tables(runs, points, workdir), write_plots(points, workdir)

@@ -3,8 +3,10 @@
 A config file may define ``get_sweep(arg) -> list[dict]`` next to ``get_config``;
 each dict maps dotted config fields to values (``{"model.ffn.dense.rank": 8}``).
 ``product`` and ``zip_points`` build such lists. ``run_sweep`` trains every point
-through ``lowrank-jax train`` in its own process, in ``workdir/<point name>``:
-a point already finished with the same config is not retrained ("done"), an
+through ``lowrank-jax train`` in its own process, in ``workdir/<point name>``,
+each with seeds ``0..N-1`` for ``--seeds N`` (``seed=i`` in the name): a point
+already finished with the same config is recognised in the sweep process and
+not retrained ("done", no process started), an
 interrupted one resumes from its checkpoints, one whose directory holds
 another config fails unless ``--force``, a failed one is recorded in
 ``failed.json`` and the sweep goes on.
@@ -12,6 +14,7 @@ another config fails unless ``--force``, a failed one is recorded in
 
 from __future__ import annotations
 
+import ast
 import concurrent.futures
 import itertools
 import json
@@ -85,6 +88,72 @@ def apply_point(config, point: Point):
     return config
 
 
+def with_seeds(points: list[Point], seeds: int | None) -> list[Point]:
+    """Every point once per seed ``0..seeds-1``; a point that sets ``seed`` is kept as it is.
+
+    ``seeds=None`` leaves the points alone (run names without a seed).
+
+    Example:
+      >>> with_seeds([{"model.ffn.dense.rank": 8}, {"seed": 7}], 2)
+      [{'model.ffn.dense.rank': 8, 'seed': 0}, {'model.ffn.dense.rank': 8, 'seed': 1}, {'seed': 7}]
+    """
+    if seeds is None:
+        return list(points)
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ConfigError(f"--seeds: must be an integer >= 1, got {seeds!r}")
+    return [
+        p
+        for point in points
+        for p in (
+            [point] if "seed" in point else [{**point, "seed": seed} for seed in range(seeds)]
+        )
+    ]
+
+
+def _typed(text: str, like: Any) -> Any:
+    """A ``--config.FIELD=TEXT`` value read as the field's current type."""
+    if isinstance(like, bool):
+        return text.lower() in ("true", "1")
+    if isinstance(like, int | float | str):
+        return type(like)(text)
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def expected_config(config_spec: str, point: Point, extra: list[str]) -> dict | None:
+    """The ``config.json`` a point's run would write, computed here; None if it cannot be.
+
+    The sweep uses it to recognise a finished run without starting a process for it;
+    where it returns None (a flag it cannot read the way the CLI does), the
+    trainer itself decides, as before.
+    """
+    try:
+        config = load_config(config_spec)
+        overrides = {}
+        for flag in extra:
+            match = re.match(r"^--config\.([\w.]+)=(.*)$", flag)
+            if match:
+                *parents, leaf = match.group(1).split(".")
+                node = config
+                for parent in parents:
+                    node = node[parent]
+                overrides[match.group(1)] = _typed(match.group(2), node[leaf])
+        apply_point(config, {**overrides, **point})
+        return json.loads(config.to_json_best_effort(sort_keys=True))
+    except Exception:  # any failure: the trainer's own check decides (and reports errors)
+        return None
+
+
+def _finished(run_dir: Path, expected: dict | None) -> bool:
+    """A run of exactly this config that wrote its summary (and no failure record)."""
+    paths = [run_dir / name for name in ("config.json", "summary.json")]
+    if expected is None or not all(p.exists() for p in paths) or (run_dir / "failed.json").exists():
+        return False
+    return json.loads(paths[0].read_text()) == expected
+
+
 def _flag(key: str, value: Any) -> str:
     if isinstance(value, str):
         return f"--config.{key}={value}"
@@ -103,6 +172,8 @@ def load_sweep(config_spec: str) -> list[Point]:
 def run_point(config_spec: str, workdir: Path, point: Point, extra: list[str]) -> dict:
     """Train one point in its own process; returns its status record."""
     run_dir = workdir / point_name(point)
+    if _finished(run_dir, expected_config(config_spec, point, extra)):
+        return {"name": run_dir.name, "status": "done", "seconds": 0.0}
     summary = run_dir / "summary.json"
     # The trainer itself decides: a finished run of this very config returns at once,
     # a run of another config is refused (or replaced with --force), others resume.
@@ -137,17 +208,30 @@ def run_point(config_spec: str, workdir: Path, point: Point, extra: list[str]) -
 
 
 def run_sweep(
-    config_spec: str, workdir: str | Path, *, jobs: int = 1, extra: list[str] = ()
+    config_spec: str,
+    workdir: str | Path,
+    *,
+    jobs: int = 1,
+    extra: list[str] = (),
+    seeds: int | None = None,
 ) -> list[dict]:
-    """Run every point of the config's sweep (``jobs`` at a time); a line per point."""
+    """Run every point of the config's sweep (``jobs`` at a time); a line per point.
+
+    ``seeds``: every point with seeds ``0..seeds-1`` (``with_seeds``). A point whose
+    run already finished with this very config is recognised here, without a process.
+    """
     workdir = Path(workdir)
-    points = load_sweep(config_spec)
+    points = with_seeds(load_sweep(config_spec), seeds)
     names = [point_name(p) for p in points]
     if len(set(names)) != len(names):
         raise ConfigError("--config: get_sweep returned the same point twice")
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "sweep.json").write_text(
-        json.dumps({"config": config_spec, "points": points, "extra": list(extra)}, indent=1) + "\n"
+        json.dumps(
+            {"config": config_spec, "points": points, "extra": list(extra), "seeds": seeds},
+            indent=1,
+        )
+        + "\n"
     )
     results = []
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(jobs, 1)) as pool:

@@ -1,5 +1,7 @@
 import json
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from lowrank_jax import cli
@@ -66,6 +68,8 @@ def test_sweep_runs_records_failures_resumes_and_reports(tmp_path, capsys):
 
     again = run_sweep(str(config), workdir)  # finished points are skipped
     assert sorted(r["status"] for r in again) == ["done", "done", "failed"]
+    # ... recognised in the sweep process: no `lowrank-jax train` process is started for them
+    assert all(r["seconds"] == 0.0 for r in again if r["status"] == "done")
 
     table, plots = write_report(workdir)
     assert all(p.exists() and p.stat().st_size > 1000 for p in plots)
@@ -82,3 +86,67 @@ def test_sweep_runs_records_failures_resumes_and_reports(tmp_path, capsys):
 def test_report_of_a_missing_directory(tmp_path, capsys):
     assert cli.main(["report", str(tmp_path / "nothing")]) == 2
     assert "is not a directory" in capsys.readouterr().err
+
+
+def _fake_run(workdir, name, *, seed, rank, accuracy, step_time):
+    run = workdir / name
+    run.mkdir(parents=True)
+    dense = {"kind": "factorized", "rank": rank} if rank else {"kind": "dense", "rank": None}
+    model = {"attention": {"kind": "softmax", "dense": {"kind": "dense"}}, "ffn": {"dense": dense}}
+    (run / "config.json").write_text(json.dumps({"seed": seed, "model": model}))
+    summary = {
+        "params_total": 1000 + 10 * (rank or 100),
+        "params_trainable": 1000,
+        "final_eval_accuracy": accuracy,
+        "best_eval_accuracy": accuracy,
+        "final_train_eval_accuracy": accuracy + 0.05,
+        "median_step_time_s": step_time,
+    }
+    (run / "summary.json").write_text(json.dumps(summary))
+    records = [
+        {"step": 10, "eval_accuracy": accuracy - 0.1},
+        {"step": 20, "eval_accuracy": accuracy},
+    ]
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+
+
+def test_report_aggregates_seeds_with_student_t_intervals(tmp_path):
+    import csv
+
+    workdir = tmp_path / "sweep"
+    accuracies = [0.80, 0.84, 0.86]
+    for seed, accuracy in enumerate(accuracies):
+        name = f"ffn.dense.rank=4,seed={seed}"
+        _fake_run(workdir, name, seed=seed, rank=4, accuracy=accuracy, step_time=0.1 + seed)
+    _fake_run(workdir, "ffn.dense.kind=dense", seed=0, rank=None, accuracy=0.9, step_time=1.0)
+    table, plots = write_report(workdir)
+    results = (workdir / "results.csv").read_text().splitlines()
+    rows = {row["name"]: row for row in csv.DictReader(results)}
+    low, dense = rows["ffn.dense.rank=4"], rows["ffn.dense.kind=dense"]
+    mean, std = np.mean(accuracies), np.std(accuracies, ddof=1)
+    assert low["n"] == "3" and float(low["eval_accuracy"]) == pytest.approx(mean)
+    assert float(low["eval_accuracy_std"]) == pytest.approx(std)
+    # t(0.975, 2) = 4.303: the half-width of the 95% interval of the mean of 3
+    assert float(low["eval_accuracy_ci95"]) == pytest.approx(4.3027 * std / np.sqrt(3), rel=1e-4)
+    assert float(low["median_step_time_s"]) == pytest.approx(1.1)
+    assert dense["n"] == "1" and dense["eval_accuracy_ci95"] == ""  # n = 1: no interval
+    assert f"| {mean:.4f} ± {4.3027 * std / np.sqrt(3):.4f} |" in table
+    assert "| 0.9000 |" in table and table.count("±") == 5  # five metrics of the one n = 3 point
+    assert len(list(csv.DictReader((workdir / "runs.csv").read_text().splitlines()))) == 4
+    assert all(p.exists() and p.stat().st_size > 1000 for p in plots)
+
+
+def test_seeds_name_the_runs_and_a_bad_count_is_one_line(tmp_path, capsys):
+    from lowrank_jax.sweep import with_seeds
+
+    points = with_seeds([{"model.lora.rank": 2}, {"seed": 5}], 3)
+    assert [point_name(p) for p in points] == [
+        "lora.rank=2,seed=0",
+        "lora.rank=2,seed=1",
+        "lora.rank=2,seed=2",
+        "seed=5",
+    ]
+    config = Path(__file__).resolve().parents[1] / "configs" / "rank_sweep.py"
+    argv = ["sweep", "--config", str(config), "--workdir", str(tmp_path / "w"), "--seeds", "0"]
+    assert cli.main(argv) == 2
+    assert capsys.readouterr().err.strip() == "error: --seeds: must be an integer >= 1, got 0"
