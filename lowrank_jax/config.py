@@ -186,11 +186,12 @@ def train_defaults() -> ml_collections.ConfigDict:
                     "teacher": "self",  # self (the model before surgery) | a run directory
                 },
                 "log_every": 10,  # metrics.jsonl / TensorBoard / progress bar
-                "eval_every": 100,  # evaluation on the eval split (0 = only at the end)
-                "eval_batches": 4,  # eval batches of train.batch_size
-                # at the end, accuracy on the first N training batches (eval mode), for
-                # the train/eval gap; 0 = off
-                "train_eval_batches": 0,
+                "eval_every": 100,  # evaluation on the validation split (0 = only at the end)
+                "eval_batches": 4,  # validation batches per evaluation; 0 = the whole split
+                # at the end, the selected model's accuracy (eval mode) on the first N
+                # batches of the training order (a fixed sample), the train side of the
+                # train/test gap; 0 = off
+                "train_eval_batches": 4,
                 "checkpoint_every": 100,  # orbax checkpoint (and always at the end)
                 "keep_checkpoints": 2,  # the newest N are kept
                 "peak_flops": 0.0,  # FLOP/s for MFU; 0 = measure a large matmul at start

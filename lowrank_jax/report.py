@@ -36,10 +36,10 @@ KEYS = (
     "params_trainable",
 )
 METRICS = (
-    "train_accuracy",
-    "eval_accuracy",
-    "best_eval_accuracy",
-    "train_eval_gap",
+    "train_accuracy",  # the selected model on a fixed sample of its training examples
+    "val_accuracy",  # the best validation accuracy: the one that selected the model
+    "test_accuracy",  # the selected model on the whole test split
+    "train_test_gap",
     "median_step_time_s",
 )
 COLUMNS = (*KEYS, *METRICS, "status")  # runs.csv: one row per run
@@ -67,11 +67,8 @@ def read_runs(workdir: str | Path) -> list[dict]:
         model = config["model"]
         summary = json.loads(summary_path.read_text())
         metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-        train_accuracy = summary.get("final_train_eval_accuracy")
-        if train_accuracy is None:  # no train.train_eval_batches: the last logged train batches
-            train = [m["accuracy"] for m in metrics if "accuracy" in m][-5:]
-            train_accuracy = sum(train) / len(train) if train else None
-        eval_accuracy = summary.get("final_eval_accuracy")
+        train_accuracy = summary.get("train_accuracy")
+        test_accuracy = summary.get("test_accuracy")
         rows.append(
             {
                 "name": run.name,
@@ -82,16 +79,16 @@ def read_runs(workdir: str | Path) -> list[dict]:
                 "params_total": summary["params_total"],
                 "params_trainable": summary["params_trainable"],
                 "train_accuracy": train_accuracy,
-                "eval_accuracy": eval_accuracy,
-                "best_eval_accuracy": summary.get("best_eval_accuracy"),
-                "train_eval_gap": None
-                if train_accuracy is None or eval_accuracy is None
-                else train_accuracy - eval_accuracy,
+                "val_accuracy": summary.get("best_val_accuracy"),
+                "test_accuracy": test_accuracy,
+                "train_test_gap": None
+                if train_accuracy is None or test_accuracy is None
+                else train_accuracy - test_accuracy,
                 "median_step_time_s": summary.get("median_step_time_s"),
                 "status": "done",
                 "seed": config.get("seed"),
                 "point": point_of(run.name),
-                "curve": [(m["step"], m["eval_accuracy"]) for m in metrics if "eval_accuracy" in m],
+                "curve": [(m["step"], m["val_accuracy"]) for m in metrics if "val_accuracy" in m],
             }
         )
     return sorted(rows, key=_order)
@@ -185,7 +182,8 @@ def _order(row: dict) -> tuple:
     """Finished runs first, by attention kind, dense before low rank, then by rank."""
     if row["status"] != "done":
         return (1, row["name"])
-    return (0, row["attention"], row["ffn_rank"] or 0, row["qkv_rank"] or 0, row["name"])
+    ranks = (row["ffn_rank"] or 0, row["qkv_rank"] or 0, row["lora_rank"] or 0)
+    return (0, row["attention"], *ranks, row["name"])
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -246,22 +244,23 @@ def write_tables(runs: list[dict], points: list[dict], workdir: Path) -> str:
         "differ only in their seed are aggregated, each metric as mean ± the half-width of "
         "its 95% confidence interval (Student t over the n seeds; a point with n = 1 shows "
         "its one value, with no interval); results.csv adds each standard deviation, "
-        "runs.csv has every run. Rank — = dense; train accuracy is the final model's "
-        "accuracy on the first `train.train_eval_batches` training batches (eval mode), or, "
-        "where that is 0, the mean of the last five logged training batches (dropout on, a "
-        "moving model).\n\n" + table
+        "runs.csv has every run. Rank — = dense. Each run's model is its best checkpoint on the "
+        "validation split (val_accuracy, the selection); test_accuracy scores it on the whole "
+        "test split; train_accuracy is its accuracy (eval mode) on the first "
+        "`train.train_eval_batches` batches of its training order.\n\n" + table
     )
     return table
 
 
 def _low_rank(row: dict) -> bool:
-    return bool(row["ffn_rank"] or row["qkv_rank"])
+    return bool(row["ffn_rank"] or row["qkv_rank"] or row["lora_rank"])
 
 
 RANK_SERIES = {  # which layers are low rank -> (x value, marker style)
     "FFN": (lambda r: r["ffn_rank"] if not r["qkv_rank"] else None, "o-"),
     "Q/K/V": (lambda r: r["qkv_rank"] if not r["ffn_rank"] else None, "s-."),
     "FFN + Q/K/V": (lambda r: r["ffn_rank"] if r["qkv_rank"] else None, "^:"),
+    "LoRA": (lambda r: r["lora_rank"] if not (r["ffn_rank"] or r["qkv_rank"]) else None, "d-"),
 }
 
 
@@ -301,14 +300,14 @@ def write_plots(points: list[dict], workdir: Path) -> list[Path]:
         workdir / f"{n}.png"
         for n in ("accuracy_vs_rank", "step_time_vs_rank", "accuracy_vs_params", "learning_curves")
     ]
-    _rank_plot(done, "eval_accuracy", "eval accuracy", paths[0])
+    _rank_plot(done, "test_accuracy", "test accuracy", paths[0])
     _rank_plot(done, "median_step_time_s", "median step time (s)", paths[1])
 
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
-    named = [r for r in done if r["eval_accuracy"] is not None]
-    points_xy = [(r["params_total"], r["eval_accuracy"]) for r in named]
-    bars = [r.get("eval_accuracy_ci95") or 0.0 for r in named]
+    named = [r for r in done if r["test_accuracy"] is not None]
+    points_xy = [(r["params_total"], r["test_accuracy"]) for r in named]
+    bars = [r.get("test_accuracy_ci95") or 0.0 for r in named]
     if points_xy:
         x, y = zip(*points_xy, strict=True)
         ax.errorbar(x, y, yerr=bars, fmt="o", color="C0", capsize=3, label="points (mean, 95% CI)")
@@ -318,7 +317,7 @@ def write_plots(points: list[dict], workdir: Path) -> list[Path]:
     for (params, accuracy), row in zip(points_xy, named, strict=True):
         ax.annotate(label(row), (params, accuracy), fontsize=7)
     ax.set_xlabel("parameters")
-    ax.set_ylabel("eval accuracy")
+    ax.set_ylabel("test accuracy")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(paths[2], dpi=100)
@@ -329,7 +328,7 @@ def write_plots(points: list[dict], workdir: Path) -> list[Path]:
         if row["curve"]:
             ax.plot(*zip(*row["curve"], strict=True), "o-", label=f"{label(row)} (n={row['n']})")
     ax.set_xlabel("step")
-    ax.set_ylabel("eval accuracy (mean over seeds)")
+    ax.set_ylabel("validation accuracy (mean over seeds)")
     ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(paths[3], dpi=100)

@@ -132,7 +132,7 @@ def test_train_state_is_what_the_trainer_and_bench_use(tmp_path):
     placed = sharding.place_batch(batch, run.mesh, 32)
     state, metrics = run.train_step(run.state, placed)
     assert set(metrics) == {"loss", "accuracy", "grad_norm", "learning_rate"}
-    assert set(run.eval_step(state, placed)) == {"loss", "accuracy"}
+    assert set(run.eval_step(state, placed)) == {"loss", "accuracy", "count"}
 
 
 def test_distillation_from_self_starts_at_zero_and_trains(tmp_path):
@@ -149,7 +149,7 @@ def test_distillation_from_self_starts_at_zero_and_trains(tmp_path):
     first = records[0]
     assert "accuracy" not in first and first["cosine"] == pytest.approx(1.0, abs=1e-5)
     assert first["loss"] == pytest.approx(0.0, abs=1e-5)
-    assert summary["final_eval_accuracy"] is None and np.isfinite(summary["final_eval_loss"])
+    assert summary["test_accuracy"] is None and np.isfinite(summary["test_loss"])
     # a run directory as the teacher: the classification run's trained model
     teacher = tmp_path / "teacher"
     train_and_evaluate(_tiny(), teacher)
@@ -157,7 +157,7 @@ def test_distillation_from_self_starts_at_zero_and_trains(tmp_path):
     config.train.distillation.teacher = str(teacher)
     config.train.distillation.metric = "mse"
     summary = train_and_evaluate(config, tmp_path / "student")
-    assert summary["final_train_loss"] > 0 and np.isfinite(summary["final_eval_loss"])
+    assert summary["final_train_loss"] > 0 and np.isfinite(summary["test_loss"])
 
 
 @pytest.mark.parametrize(

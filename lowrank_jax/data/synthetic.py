@@ -7,7 +7,9 @@ attention and pooling, and a tiny encoder learns it in a few hundred steps.
 
 Batches are a pure function of (seed, split, step): the iterator's state is just
 the next step, so a resumed run sees exactly the batches it would have seen,
-and every process can cut its own rows of the same global batch.
+and every process can cut its own rows of the same global batch. Training
+batches follow the run's seed; validation and test are fixed (seed 0), the
+same for every run, and as whole splits have ``SPLIT_SIZE`` examples.
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ import numpy as np
 from lowrank_jax.config import check_int, require
 
 PAD = 0
+OFFSETS = {"train": 0, "validation": 1, "test": 2}
+SPLIT_SIZE = 1024  # examples of the whole validation / test split (``split_examples``)
 
 
 def make_batch(seed: int, split: str, step: int, batch_size: int, cfg) -> dict[str, np.ndarray]:
     """The global batch number ``step`` of ``split``: tokens, mask [B, N], label [B]."""
-    offset = {"train": 0, "eval": 1}[split]
-    rng = np.random.default_rng([seed, offset, step])
+    rng = np.random.default_rng([seed, OFFSETS[split], step])
     length, classes = cfg.max_len, cfg.num_classes
     lengths = rng.integers(cfg.min_len, length + 1, size=batch_size)
     mask = np.arange(length)[None, :] < lengths[:, None]
@@ -39,13 +42,8 @@ class SyntheticSource:
     """Iterator over this process's rows of the global batches, from a step on."""
 
     def __init__(self, cfg, *, split: str, batch_size: int, rows: np.ndarray, seed: int):
-        self.cfg, self.split, self.batch_size, self.rows, self.seed = (
-            cfg,
-            split,
-            batch_size,
-            rows,
-            seed,
-        )
+        self.cfg, self.split, self.batch_size, self.rows = cfg, split, batch_size, rows
+        self.seed = seed if split == "train" else 0
         self.step = 0
 
     def __iter__(self):
@@ -61,6 +59,12 @@ class SyntheticSource:
 
     def set_state(self, state: dict) -> None:
         self.step = int(state["step"])
+
+
+def split_examples(cfg, split: str):
+    """``(size, example(i))`` of the fixed validation or test split."""
+    batch = make_batch(0, split, 0, SPLIT_SIZE, cfg)
+    return SPLIT_SIZE, lambda index: {key: value[index] for key, value in batch.items()}
 
 
 def validate(cfg) -> None:

@@ -47,23 +47,45 @@ def _from_storable(stored, like):
 
 
 class Checkpointer:
-    """Save every K steps (and at the end), keep the newest N, restore the newest good one."""
+    """Save every K steps (and at the end), keep the newest N, restore the newest good one.
 
-    def __init__(self, directory: str | Path, *, keep: int):
+    With ``best`` (``"max"`` or ``"min"``) it keeps instead the ``keep`` checkpoints
+    whose ``metrics["value"]`` is best (orbax's best-metric retention): the
+    trainer's best-on-validation checkpoint, next to the newest ones for resume.
+    """
+
+    def __init__(self, directory: str | Path, *, keep: int, best: str | None = None):
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+        if best is not None:
+            options = ocp.CheckpointManagerOptions(
+                max_to_keep=keep,
+                create=True,
+                best_fn=lambda metrics: metrics["value"],
+                best_mode=best,
+                keep_checkpoints_without_metrics=False,
+            )
         self.manager = ocp.CheckpointManager(
-            Path(directory).absolute(),
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
-            item_names=("state", "data"),
+            Path(directory).absolute(), options=options, item_names=("state", "data")
         )
 
-    def save(self, step: int, state, data_state: dict) -> None:
+    def save(self, step: int, state, data_state: dict, value: float | None = None) -> None:
+        """Save ``state`` at ``step``; ``value`` is the metric a best-keeping one ranks by."""
         self.manager.save(
             step,
             args=ocp.args.Composite(
                 state=ocp.args.StandardSave(_to_storable(state)),
                 data=ocp.args.JsonSave(data_state),
             ),
+            metrics=None if value is None else {"value": float(value)},
         )
+
+    def best(self) -> tuple[int, float] | None:
+        """(step, value) of the best checkpoint kept, or None (after any save in flight)."""
+        self.manager.wait_until_finished()  # metrics are readable once a save has finished
+        step = self.manager.best_step()
+        if step is None:
+            return None
+        return step, float(self.manager.metrics(step)["value"])
 
     def restore_latest(self, like) -> tuple[int, object, dict] | None:
         """(step, state, data_state) of the newest checkpoint that restores, or None.

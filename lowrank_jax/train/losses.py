@@ -1,9 +1,12 @@
 """The training losses, by name (``config.train.loss``).
 
-A loss is ``loss(model, batch, teacher) -> (scalar, metrics)``: ``batch`` holds
-``tokens`` [B, N], ``mask`` [B, N] and ``label`` [B]; ``teacher`` is the frozen
-teacher model (distillation) or None; ``metrics`` are the loss's own figures
-(accuracy, cosine), logged beside the loss.
+A loss is ``loss(model, batch, teacher) -> (per_example [B], metrics)``: ``batch``
+holds ``tokens`` [B, N], ``mask`` [B, N] and ``label`` [B]; ``teacher`` is the
+frozen teacher model (distillation) or None; ``metrics`` are the loss's own
+figures per example (accuracy, cosine), logged beside the loss. Training takes
+means; evaluation sums them weighted by ``batch["weight"]``, so a split is
+scored over exactly its examples. ``SELECTION`` names the validation metric a
+run keeps its best checkpoint by.
 
 - ``classification``: softmax cross-entropy of the logits against the labels.
 - ``distillation``: match a frozen teacher's pooled output [B, D] (the
@@ -32,11 +35,9 @@ METRICS = ("cosine", "mse")
 
 
 def loss_and_accuracy(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Mean softmax cross-entropy and accuracy over the batch."""
-    loss = optax.softmax_cross_entropy_with_integer_labels(
-        logits.astype(jnp.float32), labels
-    ).mean()
-    return loss, (logits.argmax(-1) == labels).mean()
+    """Softmax cross-entropy and correctness (1.0 / 0.0) per example, [B] each."""
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+    return loss, (logits.argmax(-1) == labels).astype(jnp.float32)
 
 
 def classification(train_config) -> Loss:
@@ -68,7 +69,7 @@ def distillation(train_config) -> Loss:
       >>> batch = {"tokens": jnp.ones((2, 8), int), "mask": jnp.ones((2, 8), bool)}
       >>> model.eval()
       >>> value, metrics = distillation(train)(model, batch, model)
-      >>> abs(round(float(value), 5)), round(float(metrics["cosine"]), 5)
+      >>> abs(round(float(value.mean()), 5)), round(float(metrics["cosine"].mean()), 5)
       (0.0, 1.0)
     """
     metric = train_config.distillation.metric
@@ -76,11 +77,11 @@ def distillation(train_config) -> Loss:
     def loss(model, batch, teacher):
         student = model.pool(batch["tokens"], batch["mask"])
         target = jax.lax.stop_gradient(teacher.pool(batch["tokens"], batch["mask"]))
-        cosine = jnp.mean(jnp.sum(_unit(student) * _unit(target), axis=-1))
+        cosine = jnp.sum(_unit(student) * _unit(target), axis=-1)  # [B]
         if metric == "cosine":
             return 1.0 - cosine, {"cosine": cosine}
-        mse = jnp.mean((student.astype(jnp.float32) - target.astype(jnp.float32)) ** 2)
-        return mse, {"cosine": cosine}
+        error = student.astype(jnp.float32) - target.astype(jnp.float32)
+        return jnp.mean(error**2, axis=-1), {"cosine": cosine}
 
     return loss
 
@@ -89,6 +90,8 @@ LOSSES: dict[str, Callable[..., Loss]] = {
     "classification": classification,
     "distillation": distillation,
 }
+# The validation metric that selects a run's best checkpoint, and whether higher is better.
+SELECTION = {"classification": ("accuracy", "max"), "distillation": ("loss", "min")}
 
 
 def make_loss(train_config) -> Loss:

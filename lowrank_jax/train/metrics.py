@@ -75,9 +75,7 @@ class MetricsWriter:
         for key, value in record.items():
             if key != "step":
                 self.tensorboard.add_scalar(key, value, step)
-        shown = {
-            k: f"{record[k]:.4f}" for k in ("loss", "accuracy", "eval_accuracy") if k in record
-        }
+        shown = {k: f"{record[k]:.4f}" for k in ("loss", "accuracy", "val_accuracy") if k in record}
         self.bar.set_postfix(shown)
 
     def advance(self, steps: int = 1) -> None:

@@ -60,12 +60,11 @@ def validate(train_config) -> None:
         "steps",
         "batch_size",
         "log_every",
-        "eval_batches",
         "checkpoint_every",
         "keep_checkpoints",
     ):
         check_int(train_config[field], f"train.{field}")
-    for field in ("warmup_steps", "eval_every", "train_eval_batches"):
+    for field in ("warmup_steps", "eval_every", "eval_batches", "train_eval_batches"):
         check_int(train_config[field], f"train.{field}", low=0)
     check_choice(train_config.schedule, "train.schedule", SCHEDULES)
     for field in ("learning_rate", "weight_decay", "grad_clip", "peak_flops"):
@@ -109,10 +108,13 @@ class TrainStep:
             frozen = _merge(teacher_graphdef, teacher_state)
             # this step's learning rate, on the device: the host never evaluates the schedule
             rate = {} if schedule is None else {"learning_rate": schedule(optimizer.step[...])}
+
+            def mean_loss(model):
+                per_example, metrics = loss(model, batch, frozen)
+                return per_example.mean(), {key: value.mean() for key, value in metrics.items()}
+
             (value, metrics), grads = nnx.value_and_grad(
-                lambda model: loss(model, batch, frozen),
-                argnums=nnx.DiffState(0, wrt),
-                has_aux=True,
+                mean_loss, argnums=nnx.DiffState(0, wrt), has_aux=True
             )(model)
             optimizer.update(model, grads)
             metrics = {"loss": value, **metrics, "grad_norm": optax.tree.norm(grads), **rate}
@@ -140,13 +142,20 @@ def _merge(graphdef, state):
 def make_eval_step(
     graphdef, state_sharding, batch_sharding, metrics_sharding, *, loss: losses.Loss, teacher=None
 ):
-    """``eval(state, batch) -> {"loss", ...the loss's metrics}`` with the model in eval mode."""
+    """``eval(state, batch) -> {"loss", ...the loss's metrics, "count"}``: sums over the batch.
+
+    Each example counts with its ``batch["weight"]`` (1 real, 0 padding; all 1 if absent), so
+    sums over batches divided by the summed ``count`` are means over the examples.
+    The model is in eval mode.
+    """
     teacher_graphdef, teacher_state, teacher_sharding = teacher or (None, None, None)
 
     def evaluate(state, batch, teacher_state):
         model, _ = nnx.merge(graphdef, state)
         value, metrics = loss(model, batch, _merge(teacher_graphdef, teacher_state))
-        return {"loss": value, **metrics}
+        weight = batch["weight"] if "weight" in batch else jnp.ones(batch["label"].shape)
+        sums = {key: jnp.sum(weight * x) for key, x in {"loss": value, **metrics}.items()}
+        return {**sums, "count": jnp.sum(weight)}
 
     jitted = jax.jit(
         evaluate,

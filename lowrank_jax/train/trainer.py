@@ -29,7 +29,7 @@ from jax.experimental import multihost_utils
 from lowrank_jax import build, data
 from lowrank_jax.build import load_model, validate
 from lowrank_jax.config import ConfigError
-from lowrank_jax.train import sharding
+from lowrank_jax.train import evaluate, losses, sharding
 from lowrank_jax.train.checkpoint import Checkpointer
 from lowrank_jax.train.metrics import (
     MetricsWriter,
@@ -40,7 +40,14 @@ from lowrank_jax.train.metrics import (
 
 __all__ = ["NonFiniteLossError", "load_model", "train_and_evaluate", "validate"]
 
-RUN_FILES = ("checkpoints", "metrics.jsonl", "tensorboard", "summary.json", "config.json")
+RUN_FILES = (
+    "checkpoints",
+    "best",
+    "metrics.jsonl",
+    "tensorboard",
+    "summary.json",
+    "config.json",
+)
 # For subprocess tests: SIGKILL this process right after finishing step N (a callback
 # registered at start, see ``callbacks_from_env``).
 KILL_AT_STEP = "LOWRANK_JAX_KILL_AT_STEP"
@@ -118,19 +125,6 @@ def _fingerprint(params: nnx.State) -> str:
     return digest.hexdigest()
 
 
-def _evaluate(eval_step, state, config, mesh, source, batches: int, prefix: str = "eval"):
-    """Mean metrics over the first ``batches`` batches of ``source`` (rewound each time)."""
-    source.set_state({"step": 0})  # every evaluation reads the same batches
-    results = jax.device_get(
-        [
-            eval_step(state, sharding.place_batch(next(source), mesh, config.train.batch_size))
-            for _ in range(batches)
-        ]
-    )
-    means = {key: float(np.mean([r[key] for r in results])) for key in results[0]}
-    return {f"{prefix}_{key}": value for key, value in means.items()}
-
-
 def train_and_evaluate(
     config: ml_collections.ConfigDict,
     workdir: str | Path,
@@ -140,7 +134,10 @@ def train_and_evaluate(
 ) -> dict:
     """Train ``config`` in ``workdir`` (resuming if it holds this run) and return the summary.
 
-    ``callbacks``: ``callback(step, state)`` after every step (see ``Callback``).
+    Model selection is on validation: every evaluation that improves the loss's
+    selection metric (``losses.SELECTION``: validation accuracy, or loss) saves the
+    state to ``best/``; at the end that state, and the final one, are scored on the
+    whole test split once. ``callbacks``: ``callback(step, state)`` after every step.
     """
     validate(config)
     workdir = Path(workdir)
@@ -157,16 +154,21 @@ def train_and_evaluate(
     run = build.train_state(config, mesh)
     state, train_step, eval_step = run.state, run.train_step, run.eval_step
     flops_per_step = 6 * run.macs_per_token * batch_size * config.data.max_len
+    metric, mode = losses.SELECTION[train_cfg.loss]
 
     rows = sharding.local_rows(mesh, batch_size)
-    source, eval_source = (
+    source, val_source = (
         data.make_source(
             config.data, split=split, batch_size=batch_size, rows=rows, seed=config.seed
         )
-        for split in ("train", "eval")
+        for split in ("train", "validation")
     )
     checkpointer = Checkpointer(workdir / "checkpoints", keep=train_cfg.keep_checkpoints)
+    best = Checkpointer(workdir / "best", keep=1, best=mode)
     start = 0
+    # (step, value) of the best validation so far: read once, then kept here, the same on
+    # every process (orbax writes checkpoint metrics from the primary process)
+    selected = best.best()
     restored = checkpointer.restore_latest(state)
     if restored is not None:
         start, state, data_state = restored
@@ -174,6 +176,7 @@ def train_and_evaluate(
         summary_path = workdir / "summary.json"
         if start == train_cfg.steps and summary_path.exists():  # finished: nothing to redo
             checkpointer.close()
+            best.close()
             return json.loads(summary_path.read_text())
         _say(f"resuming {workdir} from step {start}")
 
@@ -191,8 +194,10 @@ def train_and_evaluate(
             batch = sharding.place_batch(next(source), mesh, batch_size)
             state, metrics = train_step(state, batch)
             done = index + 1
-            logs = done % train_cfg.log_every == 0
-            evaluates = bool(train_cfg.eval_every) and done % train_cfg.eval_every == 0
+            logs = done % train_cfg.log_every == 0 or done == train_cfg.steps
+            evaluates = done == train_cfg.steps or (
+                bool(train_cfg.eval_every) and done % train_cfg.eval_every == 0
+            )
             saves = done % train_cfg.checkpoint_every == 0 or done == train_cfg.steps
             writer.advance()
             if index == start or logs or evaluates or saves:
@@ -209,39 +214,19 @@ def train_and_evaluate(
                         f"(last checkpoint: {last_saved if last_saved is not None else 'none'})"
                     )
                 record = {}
-                if logs or done == train_cfg.steps:
+                if logs:
                     record = {key: float(value) for key, value in metrics.items()}
                     record.update(
                         step_time_s=seconds,
                         tokens_per_s=batch_size * config.data.max_len / seconds,
                         mfu=flops_per_step / seconds / peak_flops,
                     )
-                if evaluates or done == train_cfg.steps:
-                    record.update(
-                        _evaluate(
-                            eval_step, state, config, mesh, eval_source, train_cfg.eval_batches
-                        )
-                    )
-                if done == train_cfg.steps and train_cfg.train_eval_batches:
-                    # The first training batches in the training order: examples it has fitted.
-                    train_source = data.make_source(
-                        config.data,
-                        split="train",
-                        batch_size=batch_size,
-                        rows=rows,
-                        seed=config.seed,
-                    )
-                    record.update(
-                        _evaluate(
-                            eval_step,
-                            state,
-                            config,
-                            mesh,
-                            train_source,
-                            train_cfg.train_eval_batches,
-                            prefix="train_eval",
-                        )
-                    )
+                if evaluates:
+                    scores = evaluate.validation(eval_step, state, config, mesh, val_source)
+                    record.update(scores)
+                    if _improves(scores[f"val_{metric}"], selected, mode, done):
+                        best.save(done, state, source.get_state(), scores[f"val_{metric}"])
+                        selected = (done, scores[f"val_{metric}"])
                 if record:
                     writer.write(done, record)
                 if saves:
@@ -249,38 +234,77 @@ def train_and_evaluate(
                     last_saved = done
             for callback in callbacks:
                 callback(done, state)
+        best_state = state
+        if selected is not None and selected[0] != train_cfg.steps:
+            restored_best = best.restore_latest(state)
+            if restored_best is None:  # unreadable: the final state is what there is
+                _say(f"warning: the best checkpoint of {workdir} does not restore; using the final")
+                selected = None
+            else:
+                best_state = restored_best[1]
+        scores = evaluate.whole_split(eval_step, best_state, config, mesh, "test", "test")
+        scores |= evaluate.whole_split(eval_step, state, config, mesh, "test", "final_test")
+        if train_cfg.train_eval_batches:
+            scores |= evaluate.train_sample(eval_step, best_state, config, mesh)
     finally:
         guard.__exit__(None, None, None)
         checkpointer.close()
+        best.close()
         writer.close()
 
     summary = _summary(workdir, config, run.params, writer, train_step, peak_flops, mesh)
+    summary.update(_selection(workdir, selected, scores))
     summary["resumed_from_step"] = start
     summary["params_sha256"] = _fingerprint(nnx.state(run.merge(state), nnx.Param))
+    summary["best_params_sha256"] = _fingerprint(nnx.state(run.merge(best_state), nnx.Param))
     write_json(workdir / "summary.json", summary)
     return summary
 
 
+def _improves(value: float, best: tuple[int, float] | None, mode: str, step: int) -> bool:
+    """A new best (ties keep the earlier one); a step already kept is never saved twice."""
+    if best is None:
+        return True
+    if step <= best[0]:  # replayed after a resume: the kept checkpoint is this very state
+        return False
+    return value > best[1] if mode == "max" else value < best[1]
+
+
+def _selection(workdir: Path, selected, scores: dict) -> dict:
+    """The summary's model-selection keys: the best validation step and the test scores."""
+    records = _records(workdir)
+    at_best = next((r for r in records if selected and r["step"] == selected[0]), {})
+    return {
+        "best_step": selected[0] if selected else None,
+        "best_val_accuracy": at_best.get("val_accuracy"),
+        "best_val_loss": at_best.get("val_loss"),
+        "test_accuracy": scores.get("test_accuracy"),
+        "test_loss": scores.get("test_loss"),
+        "final_test_accuracy": scores.get("final_test_accuracy"),
+        "final_test_loss": scores.get("final_test_loss"),
+        "train_accuracy": scores.get("train_eval_accuracy"),
+        # the keys of the previous round, for one more round
+        "best_eval_accuracy": at_best.get("val_accuracy"),
+        "final_train_eval_accuracy": scores.get("train_eval_accuracy"),
+        **({"test_cosine": scores["test_cosine"]} if "test_cosine" in scores else {}),
+    }
+
+
+def _records(workdir: Path) -> list[dict]:
+    path = workdir / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
 def _summary(workdir, config, params, writer, train_step, peak_flops, mesh) -> dict:
-    records = []
-    if (workdir / "metrics.jsonl").exists():
-        records = [
-            json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()
-        ]
-    evals = [r for r in records if "eval_accuracy" in r]
+    records = _records(workdir)
+    vals = [r for r in records if "val_loss" in r]
     memory, memory_source = peak_memory_bytes()
     return {
         "final_step": config.train.steps,
         "final_train_loss": next((r["loss"] for r in reversed(records) if "loss" in r), None),
-        "final_eval_accuracy": evals[-1]["eval_accuracy"] if evals else None,
-        "final_eval_loss": next(
-            (r["eval_loss"] for r in reversed(records) if "eval_loss" in r), None
-        ),
-        "best_eval_accuracy": max((r["eval_accuracy"] for r in evals), default=None),
-        "final_train_eval_accuracy": next(
-            (r["train_eval_accuracy"] for r in reversed(records) if "train_eval_accuracy" in r),
-            None,
-        ),
+        "final_val_accuracy": vals[-1].get("val_accuracy") if vals else None,
+        "final_val_loss": vals[-1]["val_loss"] if vals else None,
+        "final_eval_accuracy": vals[-1].get("val_accuracy") if vals else None,  # old key
         "params_total": params["total"],
         "params_trainable": params["trainable"],
         "params_lora": params["lora"],

@@ -22,9 +22,7 @@ def data_dir(tmp_path_factory):
 @pytest.fixture
 def tiny(monkeypatch, data_dir):
     monkeypatch.setitem(builders.BUILDERS, "listops_small", TinyListops)
-    return ml_collections.ConfigDict(
-        {"name": "listops_small", "data_dir": data_dir, "max_len": 48, "eval_split": "validation"}
-    )
+    return ml_collections.ConfigDict({"name": "listops_small", "data_dir": data_dir, "max_len": 48})
 
 
 def test_builder_counts_labels_and_reuse(tiny, data_dir):
@@ -75,7 +73,28 @@ def test_identical_batches_for_seeds_and_after_restore(tiny):
     assert twelfth.shape == (4, 48)
 
 
-def test_eval_split_is_read_in_order(tiny):
-    source = make_source(tiny, split="eval", batch_size=4, rows=np.arange(4), seed=0)
-    other_seed = make_source(tiny, split="eval", batch_size=4, rows=np.arange(4), seed=7)
+@pytest.mark.parametrize("split", ["validation", "test"])
+def test_evaluation_splits_are_read_in_order(tiny, split):
+    source = make_source(tiny, split=split, batch_size=4, rows=np.arange(4), seed=0)
+    other_seed = make_source(tiny, split=split, batch_size=4, rows=np.arange(4), seed=7)
     np.testing.assert_array_equal(next(source)["tokens"], next(other_seed)["tokens"])
+
+
+def test_whole_split_scores_every_example_once(tiny):
+    """8 test examples in global batches of 6 split over two processes' rows."""
+    from lowrank_jax import data
+
+    size, example = pipeline.split_examples(tiny, "test")
+    assert size == TinyListops.SIZES["test"] == 8
+    seen = []
+    for rows in (np.arange(0, 3), np.arange(3, 6)):  # two processes, three rows each
+        batches = list(data.whole_split(tiny, split="test", batch_size=6, rows=rows))
+        assert len(batches) == 2  # ceil(8 / 6): the same count on every process
+        for number, batch in enumerate(batches):
+            for row, weight, tokens in zip(rows, batch["weight"], batch["tokens"], strict=True):
+                index = number * 6 + row
+                assert weight == float(index < size)
+                if weight:
+                    seen.append(index)
+                    np.testing.assert_array_equal(tokens, example(index)["tokens"])
+    assert sorted(seen) == list(range(8))

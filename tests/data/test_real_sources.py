@@ -33,15 +33,21 @@ def test_fashion_builder_and_batches(idx_dir, tmp_path):
             "data_dir": str(tmp_path),
             "source_dir": str(idx_dir),
             "max_len": 784,
-            "eval_split": "test",
         }
     )
     data.check(cfg)
     splits = pipeline.data_source("fashion_mnist", str(tmp_path), str(idx_dir))
     assert {name: len(split) for name, split in splits.items()} == {"train": 20, "test": 10}
-    batch = next(make_source(cfg, split="eval", batch_size=5, rows=np.arange(5), seed=0))
+    batch = next(make_source(cfg, split="test", batch_size=5, rows=np.arange(5), seed=0))
     assert batch["tokens"].shape == (5, 784) and batch["mask"].all()
     assert batch["tokens"].max() <= 255
+    # no validation split of its own: a fixed, seeded tenth of train, disjoint from the rest
+    train, validation = (pipeline.split_source(cfg, s) for s in ("train", "validation"))
+    assert (len(train), len(validation)) == (18, 2)
+    assert set(train.indices).isdisjoint(validation.indices)
+    assert sorted([*train.indices, *validation.indices]) == list(range(20))
+    again = pipeline.split_source(cfg, "validation")
+    np.testing.assert_array_equal(again.indices, validation.indices)
 
 
 def test_missing_fashion_source_says_how_to_install(tmp_path):
@@ -50,7 +56,6 @@ def test_missing_fashion_source_says_how_to_install(tmp_path):
             "name": "fashion_mnist",
             "source_dir": str(tmp_path / "nowhere"),
             "max_len": 784,
-            "eval_split": "test",
         }
     )
     with pytest.raises(
@@ -99,7 +104,6 @@ def test_text_builder_and_tokenizers(tokenizer, tmp_path):
             "data_dir": str(tmp_path),
             "tokenizer": tokenizer,
             "max_len": 32,
-            "eval_split": "test",
         }
     )
     data.check(cfg)
@@ -113,13 +117,11 @@ def test_text_builder_and_tokenizers(tokenizer, tmp_path):
         assert batch["tokens"].max() < 256
 
 
-def test_unknown_tokenizer_and_eval_split():
-    base = {"name": "trec", "max_len": 32, "eval_split": "test", "tokenizer": "bytes"}
+def test_unknown_tokenizer_and_bad_length():
+    base = {"name": "trec", "max_len": 32, "tokenizer": "bytes"}
     with pytest.raises(
         ValueError, match=r"^data\.tokenizer: must be one of bytes, minilm, got 'bpe'"
     ):
         data.check(ml_collections.ConfigDict({**base, "tokenizer": "bpe"}))
-    with pytest.raises(
-        ValueError, match=r"^data\.eval_split: must be one of test, got 'validation'"
-    ):
-        data.check(ml_collections.ConfigDict({**base, "eval_split": "validation"}))
+    with pytest.raises(ValueError, match=r"^data\.max_len: must be an integer >= 2, got 1"):
+        data.check(ml_collections.ConfigDict({**base, "max_len": 1}))

@@ -16,7 +16,7 @@ def test_batches_are_deterministic_padded_and_labelled_correctly():
     for key in batch:
         np.testing.assert_array_equal(batch[key], again[key])
     assert not np.array_equal(
-        batch["tokens"], synthetic.make_batch(0, "eval", 5, 16, CFG)["tokens"]
+        batch["tokens"], synthetic.make_batch(0, "validation", 5, 16, CFG)["tokens"]
     )
     tokens, mask = batch["tokens"], batch["mask"]
     assert (tokens[~mask] == 0).all() and (tokens[mask] > 0).all() and (mask.sum(1) >= 8).all()

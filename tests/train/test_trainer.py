@@ -106,7 +106,7 @@ def test_cli_run_writes_the_run_files(reference):
     assert [r["step"] for r in records] == list(range(1, STEPS + 1))
     for key in ("loss", "accuracy", "learning_rate", "step_time_s", "tokens_per_s", "mfu"):
         assert key in records[-1]
-    assert "eval_accuracy" in records[-1]
+    assert "val_accuracy" in records[-1]
     assert sorted(os.listdir(reference / "checkpoints")) == ["12", "8"]  # keep 2
 
 
@@ -344,7 +344,7 @@ def test_lora_only_bf16_performer_run(tmp_path):
     assert summary["step_traces"] == 1 and np.isfinite(_losses(tmp_path)).all()
 
 
-def test_train_eval_is_the_final_models_accuracy_on_the_first_training_batches(tmp_path):
+def test_train_accuracy_is_the_selected_models_on_the_first_training_batches(tmp_path):
     from flax import nnx
 
     from lowrank_jax import data
@@ -355,8 +355,10 @@ def test_train_eval_is_the_final_models_accuracy_on_the_first_training_batches(t
     _run(run, "--config.train.train_eval_batches=3")
     summary = _summary(run)
     config = _config()
-    model = load_model(run)  # the newest checkpoint (the final step), in eval mode
-    assert _fingerprint(nnx.state(model, nnx.Param)) == summary["params_sha256"]
+    model = load_model(run)  # the selected checkpoint: evaluated only at the end, the final one
+    assert summary["best_step"] == STEPS
+    assert _fingerprint(nnx.state(model, nnx.Param)) == summary["best_params_sha256"]
+    assert summary["best_params_sha256"] == summary["params_sha256"]
     source = data.make_source(
         config.data,
         split="train",
@@ -369,7 +371,8 @@ def test_train_eval_is_the_final_models_accuracy_on_the_first_training_batches(t
         batch = next(source)
         logits = model(batch["tokens"], batch["mask"])
         hits.append(np.mean(np.asarray(logits.argmax(-1)) == batch["label"]))
-    np.testing.assert_allclose(summary["final_train_eval_accuracy"], np.mean(hits), atol=1e-6)
+    np.testing.assert_allclose(summary["train_accuracy"], np.mean(hits), atol=1e-6)
     (row,) = read_runs(tmp_path)
-    assert row["train_accuracy"] == summary["final_train_eval_accuracy"]
-    assert row["train_eval_gap"] == row["train_accuracy"] - row["eval_accuracy"]
+    assert row["train_accuracy"] == summary["train_accuracy"]
+    assert row["test_accuracy"] == summary["test_accuracy"]
+    assert row["train_test_gap"] == row["train_accuracy"] - row["test_accuracy"]
