@@ -11,7 +11,7 @@ from pathlib import Path
 from types import ModuleType
 
 from lowrank_jax.config import load_module
-from lowrank_jax.tables import markdown_rows, markdown_table, read_csv, span
+from lowrank_jax.tables import markdown_rows, markdown_table, prose, read_csv, span
 
 
 def _tables(folder: Path, name: str) -> ModuleType:
@@ -212,4 +212,49 @@ def experiments(folder: Path) -> str:
     return markdown_table(["folder", "reproduces", "status"], rows)
 
 
-TABLES = {"experiments": experiments}
+def demo(folder: Path) -> str:
+    """``make demo``'s table (committed from its run) and whether its extreme ranks separate."""
+    rows = sorted(
+        read_csv(folder / "demo" / "results" / "results.csv"), key=lambda r: int(r["lora_rank"])
+    )
+
+    def cell(row, metric):
+        mean, half = float(row[metric]), row[f"{metric}_ci95"]
+        return f"{mean:.3f} ± {float(half):.3f}" if half else f"{mean:.3f}"
+
+    table = markdown_table(
+        ["LoRA rank R", "trainable params", "seeds", "test accuracy", "validation", "train"],
+        [
+            [
+                row["lora_rank"],
+                f"{int(row['params_trainable']):,}",
+                row["n"],
+                cell(row, "test_accuracy"),
+                cell(row, "val_accuracy"),
+                cell(row, "train_accuracy"),
+            ]
+            for row in rows
+        ],
+        align="rrrrrr",
+    )
+    low, high = rows[0], rows[-1]
+
+    def interval(row):
+        mean, half = float(row["test_accuracy"]), float(row["test_accuracy_ci95"])
+        return mean - half, mean + half
+
+    (a, b), (c, d) = interval(low), interval(high)
+    apart = "do not overlap" if b < c or d < a else "overlap"
+    return (
+        table
+        + "\n\n"
+        + prose(
+            "Mean ± half-width of the 95% interval (Student t) over the seeds. The "
+            "test-accuracy intervals of the smallest and the largest rank, "
+            f"R = {low['lora_rank']} ({a:.3f}–{b:.3f}) and R = {high['lora_rank']} "
+            f"({c:.3f}–{d:.3f}), {apart}."
+        )
+    )
+
+
+TABLES = {"experiments": experiments, "demo": demo}

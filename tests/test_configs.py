@@ -27,6 +27,7 @@ HAS_FASHION = Path(fashion_mnist.DEFAULT_DIR).exists()
         ("listops", None),
         ("listops", "runlocal,attention=performer"),
         ("text", "task=trec"),
+        ("demo", None),
         ("text", "task=sms_spam,tokenizer=minilm,runlocal"),
         pytest.param(
             "fashion_mnist",
@@ -39,6 +40,20 @@ def test_configs_validate(name, arg):
     config = load(name, arg)
     validate(config)
     assert config.model.max_len >= config.data.max_len
+
+
+def test_demo_sweeps_lora_ranks_on_trec_and_every_point_validates():
+    from lowrank_jax.sweep import apply_point, with_seeds
+
+    module = load_module(CONFIGS / "demo.py")
+    points = with_seeds(module.get_sweep(), 3)
+    assert [(p["model.lora.rank"], p["seed"]) for p in points[:3]] == [(1, 0), (1, 1), (1, 2)]
+    assert sorted({p["model.lora.rank"] for p in points}) == [1, 4, 32]
+    for point in points:
+        config = apply_point(module.get_config(), point)
+        model = validate(config)
+        assert config.data.name == "trec" and model.lora.alpha == 2 * model.lora.rank
+        assert config.train.trainable == r".*lora_[ab]|head\..*"  # LoRA and the head train
 
 
 def test_listops_quick(tmp_path, tiny_listops, quick_train):

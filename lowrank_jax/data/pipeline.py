@@ -12,6 +12,7 @@ resumed run sees exactly the batches it would have seen.
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import os
 from pathlib import Path
@@ -40,11 +41,16 @@ def data_source(name: str, data_dir: str | None = None, source_dir: str | None =
     from lowrank_jax.data.builders import BUILDERS
 
     cls = BUILDERS[name]
-    builder = cls(data_dir=data_dir or default_data_dir(), file_format="array_record")
+    data_dir = data_dir or default_data_dir()
+    builder = cls(data_dir=data_dir, file_format="array_record")
     if not source_dir and hasattr(cls, "default_source"):
         source_dir = cls.default_source()
     config = tfds.download.DownloadConfig(manual_dir=source_dir)
-    builder.download_and_prepare(download_config=config)  # a no-op once the files exist
+    # One writer: processes of a sweep that start together wait for the first to prepare.
+    Path(data_dir).mkdir(parents=True, exist_ok=True)
+    with open(Path(data_dir) / f".{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        builder.download_and_prepare(download_config=config)  # a no-op once the files exist
     return builder.as_data_source()
 
 
