@@ -133,8 +133,9 @@ def estimate(folder: Path) -> str:
     now = [_row(results, k, length)["speedup"] for k in kinds]
     then = [faster / _row(results, k, length)["step_s"] for k in kinds]
     text = (
-        f"It is, in part: our exact attention (`jax.nn.dot_product_attention`, XLA on CPU) "
-        f"takes {span(sdpa_ratios(folder), '.1f')}× PyTorch's time. At N = {length} the "
+        f"Our exact attention as the model runs it (`implementation = auto`: the blocked, "
+        f"flash-style kernel at these lengths on the CPU) takes "
+        f"{span(sdpa_ratios(folder), '.1f')}× PyTorch's time. At N = {length} the "
         f"{LAYERS} layers' attention is ~{ours:.1f} s of the {step:.1f} s softmax step; with "
         f"SDPA's speed it would be ~{theirs:.1f} s, the step ~{faster:.1f} s, and the Linformer / "
         f"Performer speed-ups ~{then[0]:.1f}× / ~{then[1]:.1f}× instead of {now[0]:.1f}× / "

@@ -1,10 +1,12 @@
 """The one trainer: ``train_and_evaluate(config, workdir)``.
 
-config -> validation (every field, before any compute) -> mesh -> model and
-optimizer state placed by logical-axis rules -> resume from the newest good
-checkpoint -> jitted steps over this process's rows of each global batch ->
-metrics.jsonl / TensorBoard / progress bar, evaluations, checkpoints ->
-summary.json. The same code runs on 1 CPU, a GPU/TPU mesh, or several hosts.
+config -> validation (every field, before any compute) -> ``build.train_state``
+(model and optimizer state placed by logical-axis rules, the jitted steps) ->
+resume from the newest good checkpoint -> jitted steps over this process's rows
+of each global batch -> metrics.jsonl / TensorBoard / progress bar, validation
+evaluations (the best kept in ``best/``), checkpoints -> the best and the final
+state scored on the whole test split -> summary.json. The same code runs on 1
+CPU, a GPU/TPU mesh, or several hosts.
 """
 
 from __future__ import annotations
