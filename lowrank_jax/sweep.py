@@ -25,7 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lowrank_jax.config import ConfigError, load_config
+from lowrank_jax.config import ConfigError, check_int, load_config
+from lowrank_jax.train.lock import RunLock
 
 Point = dict[str, Any]
 
@@ -221,11 +222,16 @@ def run_sweep(
     run already finished with this very config is recognised here, without a process.
     """
     workdir = Path(workdir)
+    check_int(jobs, "--jobs")
     points = with_seeds(load_sweep(config_spec), seeds)
     names = [point_name(p) for p in points]
     if len(set(names)) != len(names):
         raise ConfigError("--config: get_sweep returned the same point twice")
-    workdir.mkdir(parents=True, exist_ok=True)
+    with RunLock(workdir, "sweep"):  # one sweep per directory; its points lock their own
+        return _run_points(config_spec, workdir, points, jobs, list(extra), seeds)
+
+
+def _run_points(config_spec, workdir: Path, points, jobs: int, extra: list[str], seeds) -> list:
     (workdir / "sweep.json").write_text(
         json.dumps(
             {"config": config_spec, "points": points, "extra": list(extra), "seeds": seeds},

@@ -60,6 +60,8 @@ class MetricsWriter:
         path = self.workdir / "metrics.jsonl"
         if path.exists():
             lines = [line for line in path.read_text().splitlines() if line.strip()]
+            if lines and not _parses(lines[-1]):  # a kill mid-write left half a line
+                lines = lines[:-1]
             kept = [line for line in lines if json.loads(line)["step"] <= step]
             path.write_text("".join(line + "\n" for line in kept))
 
@@ -90,6 +92,14 @@ class MetricsWriter:
             self.bar.close()
             self.jsonl.close()
             self.tensorboard.close()
+
+
+def _parses(line: str) -> bool:
+    try:
+        json.loads(line)
+    except json.JSONDecodeError:
+        return False
+    return True
 
 
 def write_json(path: Path, data: dict) -> None:

@@ -11,6 +11,7 @@ CPU, a GPU/TPU mesh, or several hosts.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -33,6 +34,7 @@ from lowrank_jax.build import load_model, validate
 from lowrank_jax.config import ConfigError
 from lowrank_jax.train import evaluate, losses, sharding
 from lowrank_jax.train.checkpoint import Checkpointer
+from lowrank_jax.train.lock import RunLock
 from lowrank_jax.train.metrics import (
     MetricsWriter,
     matmul_peak_flops,
@@ -92,13 +94,18 @@ def _first_difference(old, new, prefix: str = "") -> str:
     return f"{prefix.rstrip('.')}: {old!r} -> {new!r}"
 
 
-def _check_workdir(workdir: Path, config_dict: dict, force: bool) -> None:
-    """Refuse a workdir that holds a run of another config, unless ``force`` (then clear it)."""
+def _check_workdir(workdir: Path, config_dict: dict, force: bool, dry: bool = False) -> None:
+    """Refuse a workdir that holds a run of another config, unless ``force`` (then clear it).
+
+    ``dry``: only look (a run of another config that ``force`` will replace passes).
+    """
+    if workdir.exists() and not workdir.is_dir():
+        raise ConfigError(f"workdir: {workdir} is a file, not a directory")
     path = workdir / "config.json"
     if not path.exists():
         return
     old = json.loads(path.read_text())
-    if old == config_dict:
+    if old == config_dict or dry:
         return
     if not force:
         raise ConfigError(
@@ -140,13 +147,20 @@ def train_and_evaluate(
     selection metric (``losses.SELECTION``: validation accuracy, or loss) saves the
     state to ``best/``; at the end that state, and the final one, are scored on the
     whole test split once. ``callbacks``: ``callback(step, state)`` after every step.
+    One writer per run: process 0 holds ``RunLock(workdir)`` for the run's life, so a
+    second ``train`` on the same workdir stops with one line naming the holder.
     """
     validate(config)
     workdir = Path(workdir)
     config_dict = json.loads(config.to_json_best_effort(sort_keys=True))
-    _check_workdir(workdir, config_dict, force)
-    callbacks = [*callbacks, *callbacks_from_env()]
+    _check_workdir(workdir, config_dict, force=False, dry=force)  # refuse before writing
+    with RunLock(workdir, "run") if jax.process_index() == 0 else contextlib.nullcontext():
+        _check_workdir(workdir, config_dict, force)
+        return _train(config, workdir, config_dict, [*callbacks, *callbacks_from_env()])
 
+
+def _train(config, workdir: Path, config_dict: dict, callbacks: list[Callback]) -> dict:
+    """The run itself, once this process holds the workdir (``train_and_evaluate``)."""
     train_cfg, batch_size = config.train, config.train.batch_size
     mesh = sharding.make_mesh(config.mesh)
     if jax.process_index() == 0:

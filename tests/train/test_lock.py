@@ -1,0 +1,91 @@
+"""One writer per run and per sweep (``train/lock.py``), and other ways to lose a result."""
+
+import json
+import os
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+from lowrank_jax import cli
+from lowrank_jax.config import ConfigError
+from lowrank_jax.train.lock import LOCK_FILE, RunLock
+from lowrank_jax.train.metrics import MetricsWriter
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = f"{ROOT}/configs/tiny.py:runlocal"
+
+
+def _main(monkeypatch, capsys, argv) -> tuple[int, list[str]]:
+    monkeypatch.setattr(sys, "argv", ["lowrank-jax", *argv])  # ml_collections reads sys.argv
+    code = cli.main(argv)
+    return code, capsys.readouterr().err.strip().splitlines()
+
+
+def test_a_second_lock_names_the_holder_and_a_dead_holders_file_is_no_lock(tmp_path):
+    (tmp_path / LOCK_FILE).write_text("pid 999999, host gone\n")  # left by a dead process
+    with RunLock(tmp_path, "run"):
+        holder = f"pid {os.getpid()}, host {socket.gethostname()}"
+        with pytest.raises(ConfigError, match=rf"in use by another lowrank-jax run \({holder}\)"):
+            RunLock(tmp_path, "run").__enter__()
+    with RunLock(tmp_path, "run"):  # released on exit
+        pass
+
+
+def test_a_second_train_on_a_workdir_in_use_exits_2_and_writes_nothing(
+    tmp_path, monkeypatch, capsys
+):
+    workdir = tmp_path / "run"
+    with RunLock(workdir, "run"):
+        argv = ["train", "--config", TINY, "--workdir", str(workdir)]
+        code, err = _main(monkeypatch, capsys, argv)
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith(f"error: workdir: {workdir} is in use by another lowrank-jax run")
+    assert f"pid {os.getpid()}" in err[0]
+    assert sorted(p.name for p in workdir.iterdir()) == [LOCK_FILE]  # nothing else written
+
+
+def test_a_second_sweep_on_a_directory_in_use_exits_2(tmp_path, monkeypatch, capsys):
+    sweep = tmp_path / "sweep"
+    config = f"{ROOT}/configs/rank_sweep.py"
+    with RunLock(sweep, "sweep"):
+        code, err = _main(
+            monkeypatch, capsys, ["sweep", "--config", config, "--workdir", str(sweep)]
+        )
+    assert code == 2 and len(err) == 1 and "in use by another lowrank-jax sweep" in err[0], err
+    assert sorted(p.name for p in sweep.iterdir()) == [LOCK_FILE]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--jobs", "0"], "error: --jobs: must be an integer >= 1, got 0"),
+        (["--jobs", "-5"], "error: --jobs: must be an integer >= 1, got -5"),
+    ],
+)
+def test_bad_sweep_flags(tmp_path, monkeypatch, capsys, argv, message):
+    config = f"{ROOT}/configs/rank_sweep.py"
+    code, err = _main(
+        monkeypatch, capsys, ["sweep", "--config", config, "--workdir", str(tmp_path / "w"), *argv]
+    )
+    assert (code, err) == (2, [message])
+    assert not (tmp_path / "w").exists()
+
+
+def test_a_workdir_that_is_a_file_is_one_line(tmp_path, monkeypatch, capsys):
+    path = tmp_path / "file"
+    path.write_text("not a run")
+    code, err = _main(monkeypatch, capsys, ["train", "--config", TINY, "--workdir", str(path)])
+    assert (code, err) == (2, [f"error: workdir: {path} is a file, not a directory"])
+    assert path.read_text() == "not a run"
+
+
+def test_half_a_last_metrics_line_is_dropped_on_resume(tmp_path):
+    """A kill mid-write leaves a partial line; the resumed run keeps the complete ones."""
+    lines = [json.dumps({"step": s, "loss": 1.0}) for s in (10, 20, 30)]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + '\n{"step": 40, "lo')
+    writer = MetricsWriter(tmp_path, total_steps=50, start_step=20)
+    writer.close()
+    kept = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert kept == lines[:2]
