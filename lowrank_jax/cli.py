@@ -170,6 +170,8 @@ def _parse_train_flags(argv: list[str]):
     except Exception as error:  # absl / ml_collections report bad values in many types
         raise ConfigError(_unknown_override_in(argv) or _one_line(error)) from None
     if config is None:
+        if any(arg == "--config" or arg.startswith("--config=") for arg in argv):
+            raise ConfigError("--config: its get_config returned None; it must return the config")
         raise ConfigError("--config: required, e.g. --config configs/tiny.py:runlocal")
     if not values.workdir:
         raise ConfigError("--workdir: required, e.g. --workdir runs/tiny")

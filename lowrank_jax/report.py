@@ -340,6 +340,8 @@ def write_report(workdir: str | Path) -> tuple[str, list[Path]]:
     workdir = Path(workdir)
     if not workdir.is_dir():
         raise ConfigError(f"workdir: {workdir} is not a directory")
+    if (workdir / "config.json").exists():
+        raise ConfigError(f"workdir: {workdir} is one run's directory; report reads a sweep's")
     runs = read_runs(workdir)
     if not runs:
         raise ConfigError(f"workdir: {workdir} holds no run directories")

@@ -166,8 +166,21 @@ def _flag(key: str, value: Any) -> str:
 
 
 def load_sweep(config_spec: str) -> list[Point]:
-    """``get_sweep(arg)`` of the config file in ``path[:arg]``."""
-    return load_config(config_spec, "get_sweep")
+    """``get_sweep(arg)`` of the config file in ``path[:arg]``: a list of dicts.
+
+    The file is the user's input: a syntax error in it, an exception from its
+    ``get_sweep`` or a point that is not a dict is one line naming the file.
+    """
+    path = config_spec.partition(":")[0]
+    try:
+        points = load_config(config_spec, "get_sweep")
+    except ConfigError:
+        raise
+    except Exception as error:  # the user's file failed: say where, in one line
+        raise ConfigError(f"--config: {path}: {type(error).__name__}: {error}") from None
+    if not isinstance(points, list) or not all(isinstance(p, dict) for p in points):
+        raise ConfigError(f"--config: {path}: get_sweep must return a list of dicts")
+    return points
 
 
 def run_point(config_spec: str, workdir: Path, point: Point, extra: list[str]) -> dict:

@@ -306,6 +306,10 @@ def _selection(workdir: Path, selected, scores: dict) -> dict:
     }
 
 
+def _median(values: list[float]) -> float | None:
+    return float(np.median(values)) if values else None
+
+
 def _records(workdir: Path) -> list[dict]:
     path = workdir / "metrics.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
@@ -325,7 +329,10 @@ def _summary(workdir, config, params, writer, train_step, peak_flops, mesh) -> d
         "params_trainable": params["trainable"],
         "params_lora": params["lora"],
         "optimizer_state_bytes": params["optimizer_state_bytes"],
-        "median_step_time_s": writer.median_step_time(),
+        # a rerun that only finished the summary (killed before it) has no new step times:
+        # the ones already in metrics.jsonl
+        "median_step_time_s": writer.median_step_time()
+        or _median([r["step_time_s"] for r in records if "step_time_s" in r]),
         "peak_memory_bytes": memory,
         "peak_memory_source": memory_source,
         "peak_flops": peak_flops,

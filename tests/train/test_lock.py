@@ -6,6 +6,7 @@ import socket
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from lowrank_jax import cli
@@ -89,3 +90,58 @@ def test_half_a_last_metrics_line_is_dropped_on_resume(tmp_path):
     writer.close()
     kept = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert kept == lines[:2]
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("def get_sweep(arg=None:\n", "--config: {path}: SyntaxError: "),
+        ("def get_sweep(arg=None):\n    raise KeyError('x')\n", "--config: {path}: KeyError: 'x'"),
+        ("def get_sweep(arg=None):\n    return [1, 2]\n", "--config: {path}: get_sweep must"),
+    ],
+)
+def test_a_bad_sweep_config_file_is_one_line(tmp_path, monkeypatch, capsys, source, message):
+    path = tmp_path / "bad.py"
+    path.write_text(source)
+    argv = ["sweep", "--config", str(path), "--workdir", str(tmp_path / "w")]
+    code, err = _main(monkeypatch, capsys, argv)
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: " + message.format(path=path))
+    assert not (tmp_path / "w").exists()
+
+
+def test_get_config_returning_none_and_report_on_a_run_directory(tmp_path, monkeypatch, capsys):
+    path = tmp_path / "none.py"
+    path.write_text("def get_config(arg=None):\n    return None\n")
+    argv = ["train", "--config", str(path), "--workdir", str(tmp_path / "w")]
+    code, err = _main(monkeypatch, capsys, argv)
+    assert (code, err) == (
+        2,
+        ["error: --config: its get_config returned None; it must return the config"],
+    )
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    code, err = _main(monkeypatch, capsys, ["report", str(run)])
+    assert (code, err) == (
+        2,
+        [f"error: workdir: {run} is one run's directory; report reads a sweep's"],
+    )
+    assert sorted(p.name for p in run.iterdir()) == ["config.json"]  # nothing written into it
+
+
+def test_a_summary_lost_to_a_kill_is_rewritten_from_the_metrics_on_disk(tmp_path):
+    """Killed after the final checkpoint, before summary.json: the rerun trains nothing."""
+    from lowrank_jax.config import load_config
+    from lowrank_jax.train.trainer import train_and_evaluate
+
+    config = load_config(TINY)
+    config.train.update(steps=4, log_every=1, eval_every=0, checkpoint_every=4, peak_flops=1e12)
+    first = train_and_evaluate(config, tmp_path)
+    (tmp_path / "summary.json").unlink()
+    again = train_and_evaluate(config, tmp_path)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    times = sorted(r["step_time_s"] for r in records if "step_time_s" in r)
+    assert again["resumed_from_step"] == 4 and again["median_step_time_s"] is not None
+    assert again["median_step_time_s"] == pytest.approx(float(np.median(times)))
+    assert again["params_sha256"] == first["params_sha256"]
+    assert again["test_accuracy"] == first["test_accuracy"]
