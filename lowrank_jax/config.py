@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import math
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -65,9 +66,10 @@ def check_rate(value: Any, field: str):
 
 
 def check_number(value: Any, field: str, *, low: float = 0.0):
-    """``value`` if it is a number >= ``low``, else fail."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= low:
-        fail(field, f"a number >= {low:g}", value)
+    """``value`` if it is a finite number >= ``low``, else fail."""
+    number = not isinstance(value, bool) and isinstance(value, int | float)
+    if not number or not math.isfinite(value) or not value >= low:
+        fail(field, f"a finite number >= {low:g}", value)
     return value
 
 

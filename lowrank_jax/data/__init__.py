@@ -17,10 +17,11 @@ texts), a fixed, seeded tenth of its training split is carved out
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 
-from lowrank_jax.config import check_choice, check_int, require
+from lowrank_jax.config import check_choice, check_int, fail, require
 from lowrank_jax.data import fashion_mnist, pipeline, synthetic, text
 
 SPLITS = ("train", "validation", "test")
@@ -60,6 +61,9 @@ def check(data_config) -> None:
     """Raise ``ConfigError`` naming the field if ``config.data`` is unusable."""
     require(data_config, ("name",), "data")
     check_choice(data_config.name, "data.name", sorted(DATASETS))
+    data_dir = Path(data_config.get("data_dir") or pipeline.default_data_dir())
+    if data_config.name != "synthetic" and data_dir.exists() and not data_dir.is_dir():
+        fail("data.data_dir", "a directory (default: $LOWRANK_JAX_DATA)", str(data_dir))
     DATASETS[data_config.name][0](data_config)
 
 

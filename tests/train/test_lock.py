@@ -145,3 +145,14 @@ def test_a_summary_lost_to_a_kill_is_rewritten_from_the_metrics_on_disk(tmp_path
     assert again["median_step_time_s"] == pytest.approx(float(np.median(times)))
     assert again["params_sha256"] == first["params_sha256"]
     assert again["test_accuracy"] == first["test_accuracy"]
+
+
+def test_a_data_dir_that_is_a_file_is_one_line(tmp_path, monkeypatch, capsys):
+    path = tmp_path / "data"
+    path.write_text("not a folder")
+    monkeypatch.setenv("LOWRANK_JAX_DATA", str(path))
+    config = f"{ROOT}/configs/text.py:task=trec,runlocal"
+    argv = ["train", "--config", config, "--workdir", str(tmp_path / "w")]
+    code, err = _main(monkeypatch, capsys, argv)
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: data.data_dir: must be a dir")
+    assert not (tmp_path / "w").exists()

@@ -31,8 +31,11 @@ def test_validate_names_fields():
         step.validate(_train(schedule="linear"))
     with pytest.raises(ValueError, match=r"^train\.steps: must be an integer >= 1, got 0"):
         step.validate(_train(steps=0))
-    with pytest.raises(ValueError, match=r"^train\.learning_rate: must be a number >= 0, got -1"):
-        step.validate(_train(learning_rate=-1.0))
+    for bad in (-1.0, float("inf"), float("nan")):
+        with pytest.raises(
+            ValueError, match=r"^train\.learning_rate: must be a finite number >= 0"
+        ):
+            step.validate(_train(learning_rate=bad))
 
 
 def test_only_the_trainable_subset_gets_optimizer_state():
