@@ -275,6 +275,23 @@ def stderr(p: float, n: int) -> float:
     return math.sqrt(p * (1 - p) / n)
 
 
+def counts_note(runs: list[dict[str, str]], examples: str, source: str) -> str:
+    """How many test / training examples the runs' accuracies count, and the sampling error.
+
+    ``runs`` are rows of a report's results.csv (``eval_accuracy``, ``train_accuracy``);
+    the counts are the smallest that make every accuracy in ``source`` a whole number.
+    """
+    evals = [float(r["eval_accuracy"]) for r in runs]
+    n_eval, n_train = count_of(evals), count_of(float(r["train_accuracy"]) for r in runs)
+    error = stderr(sum(evals) / len(evals), n_eval)
+    return prose(
+        f"Each accuracy is a count out of {n_eval} test {examples} (eval) or {n_train} "
+        f"training {examples} (train): the smallest counts that make every accuracy in "
+        f"`{source}` a whole number. Sampling error (binomial, at the mean eval accuracy): "
+        f"±{error:.3f}."
+    )
+
+
 def read_csv(path: Path) -> list[dict[str, str]]:
     """The rows of a CSV file with a header line, as dicts of strings."""
     with open(path, newline="") as file:

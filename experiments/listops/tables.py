@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lowrank_jax.tables import count_of, markdown_table, prose, read_csv, signed, stderr
+from lowrank_jax.tables import counts_note, markdown_table, read_csv, signed
 
 KINDS = {"softmax": "softmax (Transformer)", "linformer": "Linformer", "performer": "Performer"}
 
@@ -40,15 +40,8 @@ def side_by_side(folder: Path) -> str:
         "params",
         "median step (s)",
     ]
-    evals = [float(r["eval_accuracy"]) for r in runs]
-    n_eval, n_train = count_of(evals), count_of(float(r["train_accuracy"]) for r in runs)
-    error = stderr(sum(evals) / len(evals), n_eval)
-    note = (
-        f"Each accuracy is a count out of {n_eval} test trees (eval) or {n_train} training "
-        f"trees (train): the smallest counts that make every accuracy in `results/results.csv` "
-        f"a whole number. Sampling error (binomial, at the mean eval accuracy): ±{error:.3f}."
-    )
-    return markdown_table(header, rows, "lrrrrrr") + "\n\n" + prose(note)
+    note = counts_note(runs, "trees", "results/results.csv")
+    return markdown_table(header, rows, "lrrrrrr") + "\n\n" + note
 
 
 TABLES = {"side_by_side": side_by_side}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lowrank_jax.tables import count_of, markdown_table, prose, read_csv, signed, stderr
+from lowrank_jax.tables import counts_note, markdown_table, read_csv, signed
 
 
 def _kind(run: dict[str, str]) -> tuple[int, int, str]:
@@ -45,15 +45,8 @@ def sweep_table(folder: Path, dataset: str, examples: str) -> str:
         "gap (train − eval)",
         "median step (s)",
     ]
-    evals = [float(r["eval_accuracy"]) for r in runs]
-    n_eval, n_train = count_of(evals), count_of(float(r["train_accuracy"]) for r in runs)
-    note = (
-        f"Each accuracy is a count out of {n_eval} test {examples} (eval) or {n_train} training "
-        f"{examples} (train), the smallest counts that make every accuracy in "
-        f"`results/{dataset}/results.csv` a whole number; sampling error (binomial, at the mean "
-        f"eval accuracy) ±{stderr(sum(evals) / len(evals), n_eval):.3f}."
-    )
-    return markdown_table(header, rows, "lrrrrrr") + "\n\n" + prose(note)
+    note = counts_note(runs, examples, f"results/{dataset}/results.csv")
+    return markdown_table(header, rows, "lrrrrrr") + "\n\n" + note
 
 
 TABLES = {

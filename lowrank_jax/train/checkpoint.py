@@ -55,15 +55,14 @@ class Checkpointer:
     """
 
     def __init__(self, directory: str | Path, *, keep: int, best: str | None = None):
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+        ranking = {}
         if best is not None:
-            options = ocp.CheckpointManagerOptions(
-                max_to_keep=keep,
-                create=True,
-                best_fn=lambda metrics: metrics["value"],
-                best_mode=best,
-                keep_checkpoints_without_metrics=False,
-            )
+            ranking = {
+                "best_fn": lambda metrics: metrics["value"],
+                "best_mode": best,
+                "keep_checkpoints_without_metrics": False,
+            }
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, **ranking)
         self.manager = ocp.CheckpointManager(
             Path(directory).absolute(), options=options, item_names=("state", "data")
         )

@@ -40,9 +40,7 @@ class RunLock:
         self.file = None
 
     def __enter__(self) -> RunLock:
-        if self.directory.exists() and not self.directory.is_dir():
-            raise ConfigError(f"workdir: {self.directory} is a file, not a directory")
-        try:
+        try:  # a file in the directory's place is an OSError here (the trainer names it first)
             self.directory.mkdir(parents=True, exist_ok=True)
             self.file = open(self.directory / LOCK_FILE, "a+")
         except OSError as error:

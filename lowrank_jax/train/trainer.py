@@ -268,8 +268,9 @@ def _train(config, workdir: Path, config_dict: dict, callbacks: list[Callback]) 
         best.close()
         writer.close()
 
-    summary = _summary(workdir, config, run.params, writer, train_step, peak_flops, mesh)
-    summary.update(_selection(workdir, selected, scores))
+    records = _records(workdir)
+    summary = _summary(records, config, run.params, writer, train_step, peak_flops, mesh)
+    summary.update(_selection(records, selected, scores))
     summary["resumed_from_step"] = start
     summary["params_sha256"] = _fingerprint(nnx.state(run.merge(state), nnx.Param))
     summary["best_params_sha256"] = _fingerprint(nnx.state(run.merge(best_state), nnx.Param))
@@ -286,9 +287,8 @@ def _improves(value: float, best: tuple[int, float] | None, mode: str, step: int
     return value > best[1] if mode == "max" else value < best[1]
 
 
-def _selection(workdir: Path, selected, scores: dict) -> dict:
+def _selection(records: list[dict], selected, scores: dict) -> dict:
     """The summary's model-selection keys: the best validation step and the test scores."""
-    records = _records(workdir)
     at_best = next((r for r in records if selected and r["step"] == selected[0]), {})
     return {
         "best_step": selected[0] if selected else None,
@@ -315,8 +315,7 @@ def _records(workdir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def _summary(workdir, config, params, writer, train_step, peak_flops, mesh) -> dict:
-    records = _records(workdir)
+def _summary(records: list[dict], config, params, writer, train_step, peak_flops, mesh) -> dict:
     vals = [r for r in records if "val_loss" in r]
     memory, memory_source = peak_memory_bytes()
     return {
