@@ -4,7 +4,8 @@
     model(config.model, rngs=)     encoder -> pretrained weights -> LoRA / adapters (surgery)
     model_and_optimizer(config)    the run's model (its seeds), trainable filter, nnx.Optimizer
     train_state(config, mesh)      ... placed on the mesh, with the jitted train and eval steps
-    load_model(workdir)            a run's model at its newest good checkpoint
+    load_model(workdir)            a run's selected (or final) model, checked against its summary
+    params_sha256(model)           SHA-256 of the parameter bytes: runs compared bitwise
 
 The trainer, ``load_model`` and ``bench.EncoderStep`` (the step the experiments
 and benchmarks time) all go through ``train_state``, so what is timed is what
@@ -15,13 +16,16 @@ shape without allocating one.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 from flax import nnx
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from lowrank_jax import data, surgery
@@ -29,7 +33,7 @@ from lowrank_jax.config import ConfigError, check_known, require, within
 from lowrank_jax.layers import macs_per_token
 from lowrank_jax.models import build_encoder, pretrained, resolve_config
 from lowrank_jax.train import losses, sharding, step
-from lowrank_jax.train.checkpoint import Checkpointer
+from lowrank_jax.train.checkpoint import Checkpointer, CheckpointError
 
 TOP_LEVEL = ("seed", "data", "model", "train", "mesh")
 
@@ -213,13 +217,30 @@ def single_device_mesh() -> Mesh:
     )
 
 
+def params_sha256(model: nnx.Module) -> str:
+    """SHA-256 of all parameter bytes (gathered from every process), to compare runs bitwise."""
+    digest = hashlib.sha256()
+    flat = nnx.to_flat_state(nnx.state(model, nnx.Param))
+    for path, value in sorted(flat, key=lambda item: str(item[0])):
+        array = value.get_value() if isinstance(value, nnx.Variable) else value
+        if jax.process_count() > 1:
+            array = multihost_utils.process_allgather(array, tiled=True)
+        digest.update(str(path).encode())
+        digest.update(np.asarray(array).tobytes())
+    return digest.hexdigest()
+
+
 def load_model(workdir: str | Path, which: str = "best") -> nnx.Module:
     """The model of the run in ``workdir``, in eval mode: ``best`` on validation, or ``final``.
 
     ``best`` is the checkpoint the run selected on its validation split (the one
     its ``test_accuracy`` scores); ``final`` its newest good checkpoint. The
     run's ``config.json`` rebuilds the (model, optimizer) structure, which the
-    checkpoint then fills on one device, whatever mesh the run used.
+    checkpoint then fills on one device, whatever mesh the run used. A finished
+    run's parameters must be the ones its ``summary.json`` describes
+    (``best_params_sha256`` / ``params_sha256``): where the checkpoint is damaged
+    and only an older one restores, ``CheckpointError`` says so instead of
+    returning other parameters (rerunning the run's command heals it).
 
     Example:
       model = load_model("runs/lora-trec/lora.rank=8")   # then model(tokens, mask)
@@ -237,12 +258,21 @@ def load_model(workdir: str | Path, which: str = "best") -> nnx.Module:
         raise FileNotFoundError(f"{workdir}: no best checkpoint (a run of an older version?)")
     checkpointer = Checkpointer(folder, keep=1 << 30)  # deletes nothing
     try:
-        restored = checkpointer.restore_latest(placed.state)
+        restored = checkpointer.restore_latest(placed.state, heal=False)
     finally:
         checkpointer.close()
     if restored is None:
-        raise FileNotFoundError(f"{workdir}: no checkpoint restores")
+        raise CheckpointError(f"{folder}: no checkpoint restores; rerun the run's command")
     # plain single-device arrays: the model then runs outside any mesh context
     loaded = placed.merge(jax.tree.map(jnp.asarray, jax.device_get(restored[1])))
     loaded.eval()
+    summary = workdir / "summary.json"
+    key = "best_params_sha256" if which == "best" else "params_sha256"
+    expected = json.loads(summary.read_text()).get(key) if summary.exists() else None
+    if expected is not None and params_sha256(loaded) != expected:
+        raise CheckpointError(
+            f"{folder}: the newest checkpoint that restores (step {restored[0]}) is not the "
+            f"{which} model summary.json describes ({key} differs); rerun the run's command "
+            "to heal it"
+        )
     return loaded

@@ -4,19 +4,142 @@ A checkpoint holds the whole NNX state of (model, optimizer) — parameters,
 optimizer moments, rng counters, Performer features — and the data iterator's
 state as JSON, so a resumed run continues bit for bit. Saves are asynchronous
 (orbax); a checkpoint is only visible once complete (orbax writes to a
-temporary directory and renames it). If the newest one still fails to restore
-(corrupt files), the previous one is used, with a warning.
+temporary directory and renames it).
+
+Checkpoints heal: one that still fails to restore (damaged files) is moved
+aside to ``<dir>/corrupt/<step>-<time>`` (never deleted: it may be evidence)
+with a one-line warning, and the previous one is used; the resumed run then
+writes that step again. A failed read in orbax echoes as hundreds of lines
+(its other reads fail too, as asyncio tasks and coroutines collected later);
+``quiet_orbax`` keeps those echoes off the terminal, since the failure itself
+comes back to us as one exception.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
+import os
+import sys
+import tempfile
+import threading
+import time
 from pathlib import Path
 
 import jax
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
-log = logging.getLogger(__name__)
+CORRUPT = "corrupt"
+# where the echoes of orbax's failed reads and writes come from (see ``quiet_orbax``)
+_ECHO_SOURCES = ("orbax", "tensorstore", "asyncio")
+
+
+class CheckpointError(RuntimeError):
+    """A run's checkpoints do not hold what its summary describes (``build.load_model``)."""
+
+
+def say(message: str) -> None:
+    """One line on stderr, from process 0 only."""
+    if jax.process_index() == 0:
+        print(message, file=sys.stderr, flush=True)
+
+
+def reason(error: BaseException) -> str:
+    """The root cause of ``error`` in one short line (TensorStore's spec dumps dropped)."""
+    while True:
+        deeper = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
+        if deeper is None:
+            break
+        error = deeper
+    text = (str(error).strip().splitlines() or [""])[0].split(" See full TensorStore")[0]
+    text = f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return text if len(text) <= 240 else text[:237] + "..."
+
+
+@contextlib.contextmanager
+def quiet_orbax():
+    """Keep the echoes of orbax's background failures off stderr while inside.
+
+    A failed restore or save reaches the caller as one exception; its echoes are
+    the same failure again, from orbax's other reads and writes: un-awaited
+    coroutines collected later (``sys.unraisablehook``), thread exceptions, asyncio's
+    "Task exception was never retrieved" and absl's error log. Those whose traceback
+    runs through orbax, TensorStore or asyncio (or that says asyncio's loop is
+    closed) are dropped; anything else is passed on. The garbage is collected before
+    leaving, so nothing echoes afterwards.
+    """
+    unraisable, excepthook, printed = sys.unraisablehook, threading.excepthook, sys.excepthook
+    loggers = [logging.getLogger(name) for name in ("asyncio", "absl")]
+    levels = [logger.level for logger in loggers]
+
+    def on_unraisable(info) -> None:
+        if not _echo(info.exc_value, info.exc_traceback):
+            unraisable(info)
+
+    def on_thread_error(info) -> None:
+        if not _echo(info.exc_value, info.exc_traceback):
+            excepthook(info)
+
+    def on_printed(kind, value, tb) -> None:
+        if not _echo(value, tb):
+            printed(kind, value, tb)
+
+    sys.unraisablehook, threading.excepthook = on_unraisable, on_thread_error
+    sys.excepthook = on_printed
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        gc.collect()
+        sys.unraisablehook, threading.excepthook = unraisable, excepthook
+        sys.excepthook = printed
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+@contextlib.contextmanager
+def held_stderr():
+    """Hold what is written to file descriptor 2 inside; ``held.drop()`` discards it.
+
+    TensorStore's own threads print the "Event loop is closed" echoes of a failed
+    read straight to the descriptor, past every Python hook. What was held is
+    written out on leaving unless dropped, so nothing else is lost.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        held = _Held()
+        try:
+            yield held
+        finally:
+            time.sleep(0.05)  # the reads still failing in TensorStore's threads
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            if not held.dropped:
+                sink.seek(0)
+                os.write(2, sink.read())
+
+
+class _Held:
+    dropped = False
+
+    def drop(self) -> None:
+        self.dropped = True
+
+
+def _echo(error, tb) -> bool:
+    if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
+        return True
+    while tb is not None:
+        if any(name in tb.tb_frame.f_code.co_filename for name in _ECHO_SOURCES):
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def _is_key(x) -> bool:
@@ -63,9 +186,10 @@ class Checkpointer:
                 "keep_checkpoints_without_metrics": False,
             }
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, **ranking)
-        self.manager = ocp.CheckpointManager(
-            Path(directory).absolute(), options=options, item_names=("state", "data")
-        )
+        with quiet_orbax():  # it logs the damaged step metadata that restore_latest reports
+            self.manager = ocp.CheckpointManager(
+                Path(directory).absolute(), options=options, item_names=("state", "data")
+            )
 
     def save(self, step: int, state, data_state: dict, value: float | None = None) -> None:
         """Save ``state`` at ``step``; ``value`` is the metric a best-keeping one ranks by."""
@@ -86,28 +210,48 @@ class Checkpointer:
             return None
         return step, float(self.manager.metrics(step)["value"])
 
-    def restore_latest(self, like) -> tuple[int, object, dict] | None:
+    def restore_latest(self, like, *, heal: bool = True) -> tuple[int, object, dict] | None:
         """(step, state, data_state) of the newest checkpoint that restores, or None.
 
         ``like`` is the current state (sharded arrays); the restored one has its
-        structure and shardings.
+        structure and shardings. A checkpoint that does not restore is reported in
+        one line and, with ``heal``, moved aside to ``corrupt/`` so that the step can
+        be saved again (orbax saves only steps newer than its newest); without
+        ``heal`` (a reader such as ``load_model``) nothing on disk changes.
         """
         abstract = _abstract_storable(like)
+        args = ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()
+        )
         for step in sorted(self.manager.all_steps(), reverse=True):
-            try:
-                restored = self.manager.restore(
-                    step,
-                    args=ocp.args.Composite(
-                        state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()
-                    ),
-                )
-            except Exception as error:  # a corrupt checkpoint: any orbax/tensorstore error
-                log.warning(
-                    "checkpoint at step %d does not restore (%s); trying an older one", step, error
-                )
-                continue
-            return step, _from_storable(restored.state, like), dict(restored.data)
+            failure = None
+            with held_stderr() as held, quiet_orbax():
+                try:
+                    restored = self.manager.restore(step, args=args)
+                except Exception as error:  # damaged files: any orbax / TensorStore / JSON error
+                    failure = reason(error)
+                    held.drop()
+            if failure is None:
+                return step, _from_storable(restored.state, like), dict(restored.data)
+            where = self.directory / str(step)
+            then = f"moved to {self._set_aside(step)}" if heal else "trying an older one"
+            say(f"warning: checkpoint {where} does not restore ({failure}); {then}")
         return None
+
+    @property
+    def directory(self) -> Path:
+        return Path(self.manager.directory)
+
+    def _set_aside(self, step: int) -> Path:
+        """Move checkpoint ``step`` to ``corrupt/<step>-<time>`` (process 0) and forget it."""
+        aside = self.directory / CORRUPT / f"{step}-{time.strftime('%Y%m%dT%H%M%S')}"
+        if jax.process_index() == 0:
+            aside.parent.mkdir(exist_ok=True)
+            (self.directory / str(step)).rename(aside)
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices(f"set aside checkpoint {step}")
+        self.manager.reload()
+        return aside
 
     def close(self) -> None:
         self.manager.wait_until_finished()

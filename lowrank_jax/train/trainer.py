@@ -12,7 +12,6 @@ CPU, a GPU/TPU mesh, or several hosts.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import os
@@ -27,7 +26,6 @@ import jax
 import ml_collections
 import numpy as np
 from flax import nnx
-from jax.experimental import multihost_utils
 
 from lowrank_jax import build, data
 from lowrank_jax.build import load_model, validate
@@ -120,18 +118,6 @@ def _check_workdir(workdir: Path, config_dict: dict, force: bool, dry: bool = Fa
                 shutil.rmtree(target)
             elif target.exists():
                 target.unlink()
-
-
-def _fingerprint(params: nnx.State) -> str:
-    """SHA-256 of all parameter bytes (gathered from every process), to compare runs bitwise."""
-    digest = hashlib.sha256()
-    for path, value in sorted(nnx.to_flat_state(params), key=lambda item: str(item[0])):
-        array = value.get_value() if isinstance(value, nnx.Variable) else value
-        if jax.process_count() > 1:
-            array = multihost_utils.process_allgather(array, tiled=True)
-        digest.update(str(path).encode())
-        digest.update(np.asarray(array).tobytes())
-    return digest.hexdigest()
 
 
 def train_and_evaluate(
@@ -272,8 +258,8 @@ def _train(config, workdir: Path, config_dict: dict, callbacks: list[Callback]) 
     summary = _summary(records, config, run.params, writer, train_step, peak_flops, mesh)
     summary.update(_selection(records, selected, scores))
     summary["resumed_from_step"] = start
-    summary["params_sha256"] = _fingerprint(nnx.state(run.merge(state), nnx.Param))
-    summary["best_params_sha256"] = _fingerprint(nnx.state(run.merge(best_state), nnx.Param))
+    summary["params_sha256"] = build.params_sha256(run.merge(state))
+    summary["best_params_sha256"] = build.params_sha256(run.merge(best_state))
     write_json(workdir / "summary.json", summary)
     return summary
 

@@ -19,8 +19,9 @@ import numpy as np
 import pytest
 
 from lowrank_jax import cli
+from lowrank_jax.build import load_model, params_sha256
 from lowrank_jax.config import ConfigError
-from lowrank_jax.train.checkpoint import Checkpointer
+from lowrank_jax.train.checkpoint import Checkpointer, CheckpointError
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = f"{ROOT}/configs/tiny.py:runlocal"
@@ -176,18 +177,38 @@ def test_sigkill_and_resume_is_bitwise_identical(reference, tmp_path):
     assert len(_losses(tmp_path)) == STEPS  # lines after the checkpoint were rewritten, not doubled
 
 
-def test_corrupt_latest_checkpoint_falls_back_to_the_previous(reference, tmp_path):
-    workdir = tmp_path / "run"
-    shutil.copytree(reference, workdir)
-    (workdir / "summary.json").unlink()
-    for path in (workdir / "checkpoints" / "12").rglob("*"):
+def _damage(checkpoint: Path) -> None:
+    for path in checkpoint.rglob("*"):
         if path.is_file():
             path.write_bytes(b"corrupt")
-    result = _run(workdir)
-    assert "does not restore" in result.stderr and "resuming" in result.stderr
+
+
+def _messages(stderr: str) -> list[str]:
+    """stderr without the progress bar."""
+    return [line for line in stderr.splitlines() if line.strip() and not line.startswith("train:")]
+
+
+def test_a_corrupt_final_checkpoint_heals(reference, tmp_path):
+    workdir = tmp_path / "run"
+    shutil.copytree(reference, workdir)
+    _damage(workdir / "checkpoints" / "12")
+    with pytest.raises(CheckpointError, match=r"step 8\b.*params_sha256 differs"):
+        load_model(workdir, "final")  # never other parameters than the summary's
+    assert (workdir / "checkpoints" / "12").is_dir()  # a reader changes nothing
+    result = _run(workdir)  # the finished run is repaired by rerunning its command
+    warning, resuming = _messages(result.stderr)
+    assert warning.startswith(f"warning: checkpoint {workdir}/checkpoints/12 does not restore (")
+    assert f"moved to {workdir}/checkpoints/corrupt/12-" in warning
+    assert resuming == f"resuming {workdir} from step 8"
+    assert [p.name.split("-")[0] for p in (workdir / "checkpoints" / "corrupt").iterdir()] == ["12"]
     summary = _summary(workdir)
     assert summary["resumed_from_step"] == 8
     assert summary["params_sha256"] == _summary(reference)["params_sha256"]
+    assert params_sha256(load_model(workdir, "final")) == summary["params_sha256"]
+    assert len(_losses(workdir)) == STEPS
+    again = _run(workdir)  # healed: nothing left to redo
+    assert _messages(again.stderr) == [] and again.stdout.startswith("done:")
+    assert _summary(workdir) == summary
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
@@ -345,11 +366,9 @@ def test_lora_only_bf16_performer_run(tmp_path):
 
 
 def test_train_accuracy_is_the_selected_models_on_the_first_training_batches(tmp_path):
-    from flax import nnx
 
     from lowrank_jax import data
     from lowrank_jax.report import read_runs
-    from lowrank_jax.train.trainer import _fingerprint, load_model
 
     run = tmp_path / "point"
     _run(run, "--config.train.train_eval_batches=3")
@@ -357,7 +376,7 @@ def test_train_accuracy_is_the_selected_models_on_the_first_training_batches(tmp
     config = _config()
     model = load_model(run)  # the selected checkpoint: evaluated only at the end, the final one
     assert summary["best_step"] == STEPS
-    assert _fingerprint(nnx.state(model, nnx.Param)) == summary["best_params_sha256"]
+    assert params_sha256(model) == summary["best_params_sha256"]
     assert summary["best_params_sha256"] == summary["params_sha256"]
     source = data.make_source(
         config.data,
