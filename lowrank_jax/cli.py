@@ -7,7 +7,8 @@
 Bad input (an unknown config key, a wrong type, a bad rank or kind, a batch
 that does not divide over the devices, a workdir holding another config, ...)
 prints one line naming the field and exits with code 2, before any compute and
-without touching the workdir. A non-finite loss exits with code 3.
+without touching the workdir. A non-finite loss exits with code 3, a full disk
+with code 4 (one line: where, the bytes a checkpoint needs, the last one kept).
 """
 
 from __future__ import annotations
@@ -191,12 +192,17 @@ def train(argv: list[str]) -> int:
         sharding.initialize_distributed(
             values.coordinator_address, values.num_processes, values.process_id
         )
-        from lowrank_jax.train.trainer import NonFiniteLossError, train_and_evaluate
+        from lowrank_jax.train.checkpoint import drop_orbax_echoes
+        from lowrank_jax.train.trainer import DiskFullError, NonFiniteLossError, train_and_evaluate
+
+        drop_orbax_echoes()  # a failure is one line; orbax's futures echo it until exit
 
         try:
             summary = train_and_evaluate(config, values.workdir, force=values.force)
         except NonFiniteLossError as error:
             return _fail(str(error), code=3)
+        except DiskFullError as error:
+            return _fail(error.strerror, code=4)
     except ConfigError as error:
         return _fail(str(error))
     import jax

@@ -25,6 +25,8 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -65,14 +67,29 @@ def quiet_orbax():
     A failed restore or save reaches the caller as one exception; its echoes are
     the same failure again, from orbax's other reads and writes: un-awaited
     coroutines collected later (``sys.unraisablehook``), thread exceptions, asyncio's
-    "Task exception was never retrieved" and absl's error log. Those whose traceback
-    runs through orbax, TensorStore or asyncio (or that says asyncio's loop is
-    closed) are dropped; anything else is passed on. The garbage is collected before
-    leaving, so nothing echoes afterwards.
+    "Task exception was never retrieved" and orbax's own error log. Those whose
+    traceback or log record comes from orbax, TensorStore or asyncio (or that say
+    asyncio's loop is closed) are dropped; anything else is passed on. The garbage
+    is collected before leaving, so nothing echoes afterwards.
     """
+    restore = _drop_echoes()
+    try:
+        yield
+    finally:
+        gc.collect()
+        restore()
+
+
+def drop_orbax_echoes() -> None:
+    """``quiet_orbax`` until the process ends (the CLI: its last futures die at exit)."""
+    _drop_echoes()
+    warnings.filterwarnings("ignore", "coroutine .* was never awaited", RuntimeWarning)
+
+
+def _drop_echoes() -> Callable[[], None]:
+    """Install the filters of ``quiet_orbax``; returns the function that removes them."""
     unraisable, excepthook, printed = sys.unraisablehook, threading.excepthook, sys.excepthook
     loggers = [logging.getLogger(name) for name in ("asyncio", "absl")]
-    levels = [logger.level for logger in loggers]
 
     def on_unraisable(info) -> None:
         if not _echo(info.exc_value, info.exc_traceback):
@@ -86,18 +103,24 @@ def quiet_orbax():
         if not _echo(value, tb):
             printed(kind, value, tb)
 
+    def on_record(record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        tb = record.exc_info[2] if record.exc_info else None
+        from_echo = any(name in record.pathname for name in _ECHO_SOURCES)
+        return not from_echo and not (error is not None and _echo(error, tb))
+
     sys.unraisablehook, threading.excepthook = on_unraisable, on_thread_error
     sys.excepthook = on_printed
     for logger in loggers:
-        logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        gc.collect()
+        logger.addFilter(on_record)
+
+    def restore() -> None:
         sys.unraisablehook, threading.excepthook = unraisable, excepthook
         sys.excepthook = printed
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.setLevel(level)
+        for logger in loggers:
+            logger.removeFilter(on_record)
+
+    return restore
 
 
 @contextlib.contextmanager

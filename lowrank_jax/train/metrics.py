@@ -1,21 +1,30 @@
 """Run outputs: config.json, metrics.jsonl, TensorBoard events, a progress bar, summary.json.
 
 Only process 0 writes. Tables and plots read only these files, so every number
-in a table traces back to a run directory.
+in a table traces back to a run directory. TensorBoard's events are written by a
+thread of their own and flushed record by record: training never waits on them,
+a killed run keeps what it logged, and a write error (a full disk) turns
+TensorBoard off with one warning line while ``metrics.jsonl`` carries on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import queue
 import resource
 import statistics
+import sys
+import threading
 import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tensorboardX import SummaryWriter
+from tensorboardX.event_file_writer import EventsWriter
+from tensorboardX.proto.event_pb2 import Event
+from tensorboardX.summary import scalar
 from tqdm import tqdm
 
 
@@ -53,7 +62,7 @@ class MetricsWriter:
             return
         self._drop_lines_after(start_step)  # a resumed run rewrites what came after its checkpoint
         self.jsonl = open(workdir / "metrics.jsonl", "a")  # noqa: SIM115
-        self.tensorboard = SummaryWriter(str(workdir / "tensorboard"))
+        self.tensorboard = TensorBoard(workdir / "tensorboard")
         self.bar = tqdm(total=total_steps, initial=start_step, desc="train", dynamic_ncols=True)
 
     def _drop_lines_after(self, step: int) -> None:
@@ -74,9 +83,7 @@ class MetricsWriter:
         record = {"step": step, **{k: float(v) for k, v in values.items()}}
         self.jsonl.write(json.dumps(record) + "\n")
         self.jsonl.flush()
-        for key, value in record.items():
-            if key != "step":
-                self.tensorboard.add_scalar(key, value, step)
+        self.tensorboard.add(step, {k: v for k, v in record.items() if k != "step"})
         shown = {k: f"{record[k]:.4f}" for k in ("loss", "accuracy", "val_accuracy") if k in record}
         self.bar.set_postfix(shown)
 
@@ -92,6 +99,62 @@ class MetricsWriter:
             self.bar.close()
             self.jsonl.close()
             self.tensorboard.close()
+
+
+class TensorBoard:
+    """Scalars to TensorBoard event files, written and flushed by a thread of its own.
+
+    ``add`` never blocks: a record that finds ``BACKLOG`` records still waiting
+    (a stalled disk) is dropped, since metrics.jsonl has it. The first write error
+    turns the writer off with one warning line on stderr.
+    """
+
+    BACKLOG = 1024
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.records: queue.Queue = queue.Queue(maxsize=self.BACKLOG)
+        self.failed = False
+        self.thread = threading.Thread(target=self._write, name="tensorboard", daemon=True)
+        self.thread.start()
+
+    def add(self, step: int, values: dict[str, float]) -> None:
+        if self.failed:
+            return
+        with contextlib.suppress(queue.Full):
+            self.records.put_nowait((step, values, time.time()))
+
+    def _write(self) -> None:
+        events = None
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            events = EventsWriter(str(self.directory / "events"))
+            while (item := self.records.get()) is not None:
+                step, values, wall_time = item
+                for tag, value in values.items():
+                    events.write_event(
+                        Event(wall_time=wall_time, step=step, summary=scalar(tag, value))
+                    )
+                events.flush()
+        except OSError as error:
+            self.failed = True
+            print(
+                f"warning: TensorBoard is off: cannot write {self.directory} "
+                f"({error.strerror or error}); metrics.jsonl still has every record",
+                file=sys.stderr,
+                flush=True,
+            )
+        finally:
+            if events is not None:
+                with contextlib.suppress(OSError):
+                    events.close()
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Write what is queued (waiting at most ``timeout`` seconds) and stop."""
+        if not self.failed:
+            with contextlib.suppress(queue.Full):
+                self.records.put(None, timeout=timeout)
+        self.thread.join(timeout)
 
 
 def _parses(line: str) -> bool:

@@ -12,6 +12,7 @@ CPU, a GPU/TPU mesh, or several hosts.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
@@ -31,7 +32,7 @@ from lowrank_jax import build, data
 from lowrank_jax.build import load_model, validate
 from lowrank_jax.config import ConfigError
 from lowrank_jax.train import evaluate, losses, sharding
-from lowrank_jax.train.checkpoint import Checkpointer
+from lowrank_jax.train.checkpoint import Checkpointer, quiet_orbax
 from lowrank_jax.train.lock import RunLock
 from lowrank_jax.train.metrics import (
     MetricsWriter,
@@ -40,7 +41,7 @@ from lowrank_jax.train.metrics import (
     write_json,
 )
 
-__all__ = ["NonFiniteLossError", "load_model", "train_and_evaluate", "validate"]
+__all__ = ["DiskFullError", "NonFiniteLossError", "load_model", "train_and_evaluate", "validate"]
 
 RUN_FILES = (
     "checkpoints",
@@ -63,6 +64,10 @@ Callback = Callable[[int, nnx.State], None]
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the run stopped before saving that state."""
+
+
+class DiskFullError(OSError):
+    """The disk under the workdir filled up; the run stopped, its last checkpoint untouched."""
 
 
 def callbacks_from_env() -> list[Callback]:
@@ -142,11 +147,46 @@ def train_and_evaluate(
     _check_workdir(workdir, config_dict, force=False, dry=force)  # refuse before writing
     with RunLock(workdir, "run") if jax.process_index() == 0 else contextlib.nullcontext():
         _check_workdir(workdir, config_dict, force)
-        return _train(config, workdir, config_dict, [*callbacks, *callbacks_from_env()])
+        sizes: dict[str, int] = {}  # the state's bytes, once built: what a checkpoint needs
+        try:
+            # orbax's background failures come back to us as exceptions: their echoes are dropped
+            with quiet_orbax():
+                return _train(config, workdir, config_dict, callbacks, sizes)
+        except Exception as error:
+            if not _no_space(error):
+                raise
+            message = _disk_full_message(workdir, sizes.get("state_bytes"))
+            raise DiskFullError(errno.ENOSPC, message) from None
 
 
-def _train(config, workdir: Path, config_dict: dict, callbacks: list[Callback]) -> dict:
+def _no_space(error: BaseException | None) -> bool:
+    """Whether a full disk is behind ``error`` (an OSError, or TensorStore's words for one)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            return True
+        if "No space left on device" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def _disk_full_message(workdir: Path, state_bytes: int | None) -> str:
+    """One line: where, how many bytes a checkpoint needs and are free, what survived."""
+    free = shutil.disk_usage(workdir if workdir.exists() else workdir.parent).free
+    needs = f"a checkpoint needs about {state_bytes:,} bytes, " if state_bytes else ""
+    steps = [int(p.name) for p in (workdir / "checkpoints").glob("*") if p.name.isdigit()]
+    kept = f"step {max(steps)}, untouched" if steps else "none yet"
+    return (
+        f"no space left on device under {workdir}: {needs}{free:,} are free; free some and "
+        f"rerun the same command to resume (last checkpoint: {kept})"
+    )
+
+
+def _train(config, workdir: Path, config_dict: dict, callbacks, sizes: dict) -> dict:
     """The run itself, once this process holds the workdir (``train_and_evaluate``)."""
+    callbacks = [*callbacks, *callbacks_from_env()]
     train_cfg, batch_size = config.train, config.train.batch_size
     mesh = sharding.make_mesh(config.mesh)
     if jax.process_index() == 0:
@@ -155,6 +195,7 @@ def _train(config, workdir: Path, config_dict: dict, callbacks: list[Callback]) 
 
     run = build.train_state(config, mesh)
     state, train_step, eval_step = run.state, run.train_step, run.eval_step
+    sizes["state_bytes"] = sum(x.nbytes for x in jax.tree.leaves(state))
     flops_per_step = 6 * run.macs_per_token * batch_size * config.data.max_len
     metric, mode = losses.SELECTION[train_cfg.loss]
 
@@ -249,10 +290,11 @@ def _train(config, workdir: Path, config_dict: dict, callbacks: list[Callback]) 
         if train_cfg.train_eval_batches:
             scores |= evaluate.train_sample(eval_step, best_state, config, mesh)
     finally:
-        guard.__exit__(None, None, None)
-        checkpointer.close()
-        best.close()
-        writer.close()
+        with contextlib.ExitStack() as closing:  # every one closed, even if one fails (full disk)
+            closing.callback(writer.close)
+            closing.callback(best.close)
+            closing.callback(checkpointer.close)
+            closing.callback(guard.__exit__, None, None, None)
 
     records = _records(workdir)
     summary = _summary(records, config, run.params, writer, train_step, peak_flops, mesh)
