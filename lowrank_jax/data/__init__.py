@@ -67,6 +67,16 @@ def check(data_config) -> None:
     DATASETS[data_config.name][0](data_config)
 
 
+def prepare(data_config) -> None:
+    """Prepare the dataset's files once and check them: what a run does before writing anything.
+
+    A damaged prepared dataset is rebuilt (one warning line) or, where it cannot be
+    told damaged from its checksums, a ``ConfigError`` naming the folder to remove.
+    """
+    if data_config.name != "synthetic":
+        pipeline.sources(data_config)
+
+
 def make_source(data_config, *, split: str, batch_size: int, rows: np.ndarray, seed: int):
     """This process's iterator over ``split`` (see the module docstring)."""
     check_choice(split, "split", SPLITS)

@@ -8,19 +8,30 @@
 Batches are looked up by index in the MapDataset, so the iterator's state is
 one integer (the next batch) that the trainer saves in its checkpoints: a
 resumed run sees exactly the batches it would have seen.
+
+A prepared dataset carries the SHA-256 of each of its files (``CHECKSUMS``,
+written once it is prepared). A folder whose files no longer match (truncated,
+flipped, deleted) is rebuilt from its offline source with one warning line; one
+that does not read at all (prepared by an older version, without checksums) is
+one error line naming the folder and how to rebuild it.
 """
 
 from __future__ import annotations
 
 import fcntl
 import functools
+import hashlib
+import json
 import os
+import shutil
+import sys
 from pathlib import Path
 
 import grain.python as grain
 import jax
 import numpy as np
 
+from lowrank_jax.config import ConfigError
 from lowrank_jax.data import listops
 
 
@@ -42,7 +53,7 @@ def data_source(name: str, data_dir: str | None = None, source_dir: str | None =
 
     cls = BUILDERS[name]
     data_dir = data_dir or default_data_dir()
-    builder = cls(data_dir=data_dir, file_format="array_record")
+    folder = Path(data_dir) / cls.name / str(cls.VERSION)
     if not source_dir and hasattr(cls, "default_source"):
         source_dir = cls.default_source()
     config = tfds.download.DownloadConfig(manual_dir=source_dir)
@@ -50,8 +61,80 @@ def data_source(name: str, data_dir: str | None = None, source_dir: str | None =
     Path(data_dir).mkdir(parents=True, exist_ok=True)
     with open(Path(data_dir) / f".{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        builder.download_and_prepare(download_config=config)  # a no-op once the files exist
-    return builder.as_data_source()
+        damage = _damage(folder)
+        if damage:
+            print(
+                f"warning: the prepared {name} data in {folder} is damaged ({damage}); "
+                "rebuilding it",
+                file=sys.stderr,
+                flush=True,
+            )
+            shutil.rmtree(folder)
+        try:
+            builder = cls(data_dir=data_dir, file_format="array_record")
+            builder.download_and_prepare(download_config=config)  # a no-op once prepared
+            sources = builder.as_data_source()
+            for split in sources.values():  # opens every file
+                if len(split):
+                    split[len(split) - 1]
+        except Exception as error:
+            if damage is not None or not folder.exists():  # freshly prepared: a bug, not damage
+                raise
+            raise ConfigError(
+                f"data.name: the prepared {name} data in {folder} does not read "
+                f"({type(error).__name__}: {_first_line(error)}); rebuild it: rm -r {folder} "
+                "and run again"
+            ) from None
+        if not (folder / CHECKSUMS).exists():
+            _write_checksums(folder)
+    return sources
+
+
+CHECKSUMS = "lowrank_jax.sha256.json"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _write_checksums(folder: Path) -> None:
+    sums = {p.name: _sha256(p) for p in sorted(folder.iterdir()) if p.is_file()}
+    tmp = folder / f"{CHECKSUMS}.tmp"
+    tmp.write_text(json.dumps(sums, indent=1) + "\n")
+    tmp.replace(folder / CHECKSUMS)
+
+
+_UNCHANGED: dict[Path, tuple] = {}  # folder -> its files' (name, size, mtime) when last checked
+
+
+def _damage(folder: Path) -> str | None:
+    """What no longer matches the checksums of a prepared ``folder``, or None."""
+    path = folder / CHECKSUMS
+    if not path.exists():
+        return None  # not prepared yet, or prepared without checksums (read instead)
+    files = sorted(folder.iterdir())
+    stamp = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    if _UNCHANGED.get(folder) == stamp:  # hashed already by this process, untouched since
+        return None
+    try:
+        sums = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return f"{CHECKSUMS} does not parse"
+    for name, digest in sums.items():
+        if not (folder / name).is_file():
+            return f"{name} is missing"
+        if _sha256(folder / name) != digest:
+            return f"{name} differs from its checksum"
+    _UNCHANGED[folder] = stamp
+    return None
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [""])[0][:200]
 
 
 @functools.cache
@@ -117,14 +200,19 @@ class Subset:
         return self.source[int(self.indices[index])]
 
 
-def split_source(data_config, split: str):
-    """The random-access records of ``split`` (train, validation or test)."""
-    sources = data_source(
+def sources(data_config) -> dict:
+    """``data_source`` of ``config.data``: its name, data_dir and source_dir."""
+    return data_source(
         data_config.name, data_config.get("data_dir") or None, data_config.get("source_dir") or None
     )
-    if split == "test" or "validation" in sources:
-        return sources[split]
-    train = sources["train"]
+
+
+def split_source(data_config, split: str):
+    """The random-access records of ``split`` (train, validation or test)."""
+    splits = sources(data_config)
+    if split == "test" or "validation" in splits:
+        return splits[split]
+    train = splits["train"]
     order = np.random.default_rng(VALIDATION_SEED).permutation(len(train))
     size = round(VALIDATION_FRACTION * len(train))
     return Subset(train, np.sort(order[:size] if split == "validation" else order[size:]))

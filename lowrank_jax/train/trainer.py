@@ -145,6 +145,7 @@ def train_and_evaluate(
     workdir = Path(workdir)
     config_dict = json.loads(config.to_json_best_effort(sort_keys=True))
     _check_workdir(workdir, config_dict, force=False, dry=force)  # refuse before writing
+    data.prepare(config.data)  # a damaged data cache is rebuilt, or one line, before the workdir
     with RunLock(workdir, "run") if jax.process_index() == 0 else contextlib.nullcontext():
         _check_workdir(workdir, config_dict, force)
         sizes: dict[str, int] = {}  # the state's bytes, once built: what a checkpoint needs

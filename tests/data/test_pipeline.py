@@ -1,10 +1,15 @@
+import sys
+from pathlib import Path
 from typing import ClassVar
 
 import ml_collections
 import numpy as np
 import pytest
 
+from lowrank_jax import cli
 from lowrank_jax.data import builders, listops, make_source, pipeline
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class TinyListops(builders.ListopsSmall, skip_registration=True):
@@ -98,3 +103,70 @@ def test_whole_split_scores_every_example_once(tiny):
                     seen.append(index)
                     np.testing.assert_array_equal(tokens, example(index)["tokens"])
     assert sorted(seen) == list(range(8))
+
+
+def _prepared(data_dir) -> Path:
+    return Path(data_dir) / TinyListops.name / str(TinyListops.VERSION)
+
+
+def _truncate(folder):
+    path = next(folder.glob("*-train.array_record-*"))
+    path.write_bytes(path.read_bytes()[:-100])
+
+
+def _flip(folder):
+    path = next(folder.glob("*-train.array_record-*"))
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _delete(folder):
+    next(folder.glob("*-test.array_record-*")).unlink()
+
+
+def _garbage_info(folder):
+    (folder / "dataset_info.json").write_text("garbage{")
+
+
+@pytest.mark.parametrize("damage", [_truncate, _flip, _delete, _garbage_info])
+def test_a_damaged_prepared_dataset_is_rebuilt_in_one_line(monkeypatch, tmp_path, capfd, damage):
+    monkeypatch.setitem(builders.BUILDERS, "listops_small", TinyListops)
+    data_dir = str(tmp_path)
+    first = pipeline.data_source("listops_small", data_dir)
+    folder = _prepared(data_dir)
+    assert (folder / pipeline.CHECKSUMS).is_file()
+    records = [first["train"][i] for i in range(len(first["train"]))]
+    damage(folder)
+    capfd.readouterr()
+    again = pipeline.data_source("listops_small", data_dir)
+    (line,) = [x for x in capfd.readouterr().err.splitlines() if x.startswith("warning")]
+    assert line.startswith(f"warning: the prepared listops_small data in {folder} is damaged (")
+    assert line.endswith("); rebuilding it")
+    assert [again["train"][i] for i in range(len(again["train"]))] == records  # seeded: the same
+    assert pipeline._damage(folder) is None
+
+
+def test_a_dataset_without_checksums_that_does_not_read_is_one_line(monkeypatch, tmp_path, capsys):
+    """Prepared by an older version (no checksums), then damaged: the folder and the fix."""
+    monkeypatch.setitem(builders.BUILDERS, "listops_small", TinyListops)
+    pipeline.data_source("listops_small", str(tmp_path))
+    folder = _prepared(tmp_path)
+    (folder / pipeline.CHECKSUMS).unlink()
+    _garbage_info(folder)
+    workdir = tmp_path / "run"
+    argv = [
+        "train",
+        "--config",
+        f"{ROOT}/configs/listops.py:runlocal",
+        "--workdir",
+        str(workdir),
+        f"--config.data.data_dir={tmp_path}",
+    ]
+    monkeypatch.setattr(sys, "argv", ["lowrank-jax", *argv])
+    capsys.readouterr()
+    assert cli.main(argv) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"error: data.name: the prepared listops_small data in {folder} does")
+    assert line.endswith(f"rebuild it: rm -r {folder} and run again")
+    assert not workdir.exists()  # before the workdir

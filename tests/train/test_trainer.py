@@ -1,12 +1,15 @@
 """End-to-end training: the CLI, meshes, several processes, kill and resume, bad input, NaN.
 
 One reference run (1 CPU device, in a subprocess) is shared by the tests that
-compare against it.
+compare against it. Those that start more trainer processes (several hosts, a
+kill, a damaged checkpoint, a NaN, two writers, a full disk) are ``slow``:
+``.ci/run`` runs them after ``make test`` (DEVELOPERS.md).
 """
 
 import atexit
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -139,6 +142,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_over_gloo_match_one_process(reference, tmp_path):
     address = f"localhost:{_free_port()}"
     command = _train_command(tmp_path)
@@ -165,6 +169,7 @@ def test_two_processes_over_gloo_match_one_process(reference, tmp_path):
     np.testing.assert_allclose(_losses(tmp_path), _losses(reference), rtol=2e-4, atol=2e-5)
 
 
+@pytest.mark.slow
 def test_sigkill_and_resume_is_bitwise_identical(reference, tmp_path):
     killed = _run(tmp_path, env=_env(1, LOWRANK_JAX_KILL_AT_STEP="9"), check=False)
     assert killed.returncode == -9
@@ -188,6 +193,7 @@ def _messages(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.strip() and not line.startswith("train:")]
 
 
+@pytest.mark.slow
 def test_a_corrupt_final_checkpoint_heals(reference, tmp_path):
     workdir = tmp_path / "run"
     shutil.copytree(reference, workdir)
@@ -211,6 +217,7 @@ def test_a_corrupt_final_checkpoint_heals(reference, tmp_path):
     assert _summary(workdir) == summary
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     result = _run(
         tmp_path,
@@ -395,3 +402,61 @@ def test_train_accuracy_is_the_selected_models_on_the_first_training_batches(tmp
     assert row["train_accuracy"] == summary["train_accuracy"]
     assert row["test_accuracy"] == summary["test_accuracy"]
     assert row["train_test_gap"] == row["train_accuracy"] - row["test_accuracy"]
+
+
+@pytest.mark.slow
+def test_two_writers_on_one_workdir_one_runs_the_other_exits_2(tmp_path):
+    workdir = tmp_path / "run"
+    command = [*_train_command(workdir), *COMMON, "--config.train.steps=60"]
+    writers = [
+        subprocess.Popen(command, env=_env(1), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(2)
+    ]
+    outputs = [w.communicate(timeout=300) for w in writers]
+    codes = [w.returncode for w in writers]
+    assert sorted(codes) == [0, 2], [err[-2000:] for _, err in outputs]
+    refused = _messages(outputs[codes.index(2)][1].decode())
+    assert len(refused) == 1, refused
+    assert refused[0].startswith(f"error: workdir: {workdir} is in use by another lowrank-jax run")
+    steps = [
+        int(re.search(r'"step": (\d+)', line)[1])
+        for line in (workdir / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert steps == list(range(1, 61))  # each step once
+    assert _summary(workdir)["final_step"] == 60
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 700 KiB tmpfs: room for the config, metrics and one checkpoint of the tiny run."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=700k", "tmpfs", str(mount)], capture_output=True
+    )
+    if made.returncode:
+        pytest.skip(f"mounting a small tmpfs needs root: {made.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+@pytest.mark.slow
+def test_a_full_disk_is_one_line_and_the_rerun_resumes_bitwise(small_disk, tmp_path):
+    workdir = small_disk / "run"
+    full = _run(workdir, check=False)
+    assert full.returncode == 4, full.stderr[-3000:]
+    (line,) = _messages(full.stderr)  # not orbax's hundreds of lines, and no hang
+    assert line.startswith(
+        f"error: no space left on device under {workdir}: a checkpoint needs about "
+    )
+    kept = int(re.search(r"last checkpoint: step (\d+), untouched\)$", line)[1])
+    restored = Checkpointer(workdir / "checkpoints", keep=8).restore_latest(
+        _fresh_state(_config()), heal=False
+    )
+    assert restored[0] == kept  # the previous good checkpoint restores
+    subprocess.run(["mount", "-o", "remount,size=20m", str(small_disk)], check=True)
+    resumed = _run(workdir)
+    assert f"resuming {workdir} from step {kept}" in resumed.stderr
+    whole = tmp_path / "whole"
+    _run(whole)
+    assert _summary(workdir)["params_sha256"] == _summary(whole)["params_sha256"]
