@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 from pathlib import Path
 
 import jax
@@ -34,6 +33,7 @@ from lowrank_jax.layers import macs_per_token
 from lowrank_jax.models import build_encoder, pretrained, resolve_config
 from lowrank_jax.train import losses, sharding, step
 from lowrank_jax.train.checkpoint import Checkpointer, CheckpointError
+from lowrank_jax.train.metrics import read_json
 
 TOP_LEVEL = ("seed", "data", "model", "train", "mesh")
 
@@ -251,7 +251,7 @@ def load_model(workdir: str | Path, which: str = "best") -> nnx.Module:
     path = workdir / "config.json"
     if not path.exists():
         raise FileNotFoundError(f"{workdir}: not a run directory (no config.json)")
-    config = ml_collections.ConfigDict(json.loads(path.read_text()))
+    config = ml_collections.ConfigDict(read_json(path))
     placed = train_state(config, single_device_mesh(), steps=False)
     folder = workdir / ("best" if which == "best" else "checkpoints")
     if which == "best" and not folder.is_dir():
@@ -268,7 +268,7 @@ def load_model(workdir: str | Path, which: str = "best") -> nnx.Module:
     loaded.eval()
     summary = workdir / "summary.json"
     key = "best_params_sha256" if which == "best" else "params_sha256"
-    expected = json.loads(summary.read_text()).get(key) if summary.exists() else None
+    expected = read_json(summary).get(key) if summary.exists() else None
     if expected is not None and params_sha256(loaded) != expected:
         raise CheckpointError(
             f"{folder}: the newest checkpoint that restores (step {restored[0]}) is not the "

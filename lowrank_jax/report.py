@@ -15,7 +15,6 @@ parameters with the Pareto front (of the means) marked, and learning curves.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import re
 from pathlib import Path
@@ -25,6 +24,7 @@ import scipy.stats
 from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
 
 from lowrank_jax.config import ConfigError
+from lowrank_jax.train.metrics import read_json, read_jsonl
 
 KEYS = (
     "name",
@@ -57,16 +57,16 @@ def read_runs(workdir: str | Path) -> list[dict]:
             run / n for n in ("config.json", "summary.json", "failed.json")
         )
         if failed.exists():
-            record = json.loads(failed.read_text())
+            record = read_json(failed)
             rows.append({"name": run.name, "status": f"failed: {record.get('error', '')}"})
             continue
         if not (config_path.exists() and summary_path.exists()):
             rows.append({"name": run.name, "status": "unfinished"})
             continue
-        config = json.loads(config_path.read_text())
+        config = read_json(config_path)
         model = config["model"]
-        summary = json.loads(summary_path.read_text())
-        metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        summary = read_json(summary_path)
+        metrics = read_jsonl(run / "metrics.jsonl")
         train_accuracy = summary.get("train_accuracy")
         test_accuracy = summary.get("test_accuracy")
         rows.append(

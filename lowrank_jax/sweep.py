@@ -27,6 +27,7 @@ from typing import Any
 
 from lowrank_jax.config import ConfigError, check_int, load_config
 from lowrank_jax.train.lock import RunLock
+from lowrank_jax.train.metrics import read_json
 
 Point = dict[str, Any]
 
@@ -152,7 +153,10 @@ def _finished(run_dir: Path, expected: dict | None) -> bool:
     paths = [run_dir / name for name in ("config.json", "summary.json")]
     if expected is None or not all(p.exists() for p in paths) or (run_dir / "failed.json").exists():
         return False
-    return json.loads(paths[0].read_text()) == expected
+    try:  # a damaged file is no finished run: the trainer rewrites it, or names it
+        return read_json(paths[0]) == expected and isinstance(read_json(paths[1]), dict)
+    except ConfigError:
+        return False
 
 
 def _flag(key: str, value: Any) -> str:

@@ -150,3 +150,29 @@ def test_seeds_name_the_runs_and_a_bad_count_is_one_line(tmp_path, capsys):
     argv = ["sweep", "--config", str(config), "--workdir", str(tmp_path / "w"), "--seeds", "0"]
     assert cli.main(argv) == 2
     assert capsys.readouterr().err.strip() == "error: --seeds: must be an integer >= 1, got 0"
+
+
+@pytest.mark.parametrize(
+    ("file", "text", "message"),
+    [
+        ("summary.json", '{"params_total": 10', "damaged, not JSON (Expecting"),
+        ("metrics.jsonl", '{"step": 10}\nnot json\n', "damaged, line 2 is not JSON (Expecting"),
+    ],
+)
+def test_a_damaged_run_file_stops_report_in_one_line_naming_it(
+    tmp_path, capsys, file, text, message
+):
+    from lowrank_jax.sweep import _finished
+
+    workdir = tmp_path / "sweep"
+    _fake_run(workdir, "ffn.dense.rank=4", seed=0, rank=4, accuracy=0.8, step_time=0.1)
+    run = workdir / "ffn.dense.rank=4"
+    (run / file).write_text(text)
+    assert cli.main(["report", str(workdir)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == f"error: {run / file}: {message}" or line.startswith(
+        f"error: {run / file}: {message}"
+    )
+    assert not (workdir / "results.md").exists()
+    if file == "summary.json":  # a sweep rerun trains that point again (the trainer heals it)
+        assert not _finished(run, json.loads((run / "config.json").read_text()))

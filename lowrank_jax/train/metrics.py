@@ -27,6 +27,8 @@ from tensorboardX.proto.event_pb2 import Event
 from tensorboardX.summary import scalar
 from tqdm import tqdm
 
+from lowrank_jax.config import ConfigError
+
 
 def matmul_peak_flops() -> float:
     """FLOP/s of a large square matmul on the first device: the MFU denominator."""
@@ -66,13 +68,18 @@ class MetricsWriter:
         self.bar = tqdm(total=total_steps, initial=start_step, desc="train", dynamic_ncols=True)
 
     def _drop_lines_after(self, step: int) -> None:
+        """Keep the records up to ``step``; damaged lines go, with a warning unless only the
+        last was (half a line: what a kill mid-write leaves)."""
         path = self.workdir / "metrics.jsonl"
-        if path.exists():
-            lines = [line for line in path.read_text().splitlines() if line.strip()]
-            if lines and not _parses(lines[-1]):  # a kill mid-write left half a line
-                lines = lines[:-1]
-            kept = [line for line in lines if json.loads(line)["step"] <= step]
-            path.write_text("".join(line + "\n" for line in kept))
+        if not path.exists():
+            return
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+        records = [_record(line) for line in lines]
+        damaged = sum(record is None for record in records[:-1])
+        if damaged:
+            print(f"warning: {path}: dropped {damaged} damaged lines", file=sys.stderr, flush=True)
+        kept = [line for line, r in zip(lines, records, strict=True) if r and r["step"] <= step]
+        path.write_text("".join(line + "\n" for line in kept))
 
     def step_time(self, seconds: float) -> None:
         self.step_times.append(seconds)
@@ -157,12 +164,38 @@ class TensorBoard:
         self.thread.join(timeout)
 
 
-def _parses(line: str) -> bool:
+def _record(line: str) -> dict | None:
+    """A metrics record, or None for a damaged line."""
     try:
-        json.loads(line)
+        record = json.loads(line)
     except json.JSONDecodeError:
-        return False
-    return True
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("step"), int) else None
+
+
+def read_json(path: Path):
+    """The JSON in a run file; one that does not parse is a ``ConfigError`` naming it."""
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: damaged, not JSON ({_why(error)})") from None
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """The records of a ``metrics.jsonl``; a line that does not parse is a ``ConfigError``."""
+    records = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            raise ConfigError(
+                f"{path}: damaged, line {number} is not JSON ({_why(error)})"
+            ) from None
+    return records
+
+
+def _why(error: ValueError) -> str:
+    return error.msg if isinstance(error, json.JSONDecodeError) else str(error).split(":")[0]
 
 
 def write_json(path: Path, data: dict) -> None:

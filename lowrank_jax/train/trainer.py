@@ -38,6 +38,8 @@ from lowrank_jax.train.metrics import (
     MetricsWriter,
     matmul_peak_flops,
     peak_memory_bytes,
+    read_json,
+    read_jsonl,
     write_json,
 )
 
@@ -107,7 +109,7 @@ def _check_workdir(workdir: Path, config_dict: dict, force: bool, dry: bool = Fa
     path = workdir / "config.json"
     if not path.exists():
         return
-    old = json.loads(path.read_text())
+    old = read_json(path)
     if old == config_dict or dry:
         return
     if not force:
@@ -219,9 +221,14 @@ def _train(config, workdir: Path, config_dict: dict, callbacks, sizes: dict) -> 
         source.set_state(data_state)
         summary_path = workdir / "summary.json"
         if start == train_cfg.steps and summary_path.exists():  # finished: nothing to redo
-            checkpointer.close()
-            best.close()
-            return json.loads(summary_path.read_text())
+            try:
+                summary = read_json(summary_path)
+            except ConfigError as error:  # written again below, from the files on disk
+                _say(f"warning: {error}; writing it again")
+            else:
+                checkpointer.close()
+                best.close()
+                return summary
         _say(f"resuming {workdir} from step {start}")
 
     peak_flops = train_cfg.peak_flops or matmul_peak_flops()
@@ -341,7 +348,7 @@ def _median(values: list[float]) -> float | None:
 
 def _records(workdir: Path) -> list[dict]:
     path = workdir / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return read_jsonl(path) if path.exists() else []
 
 
 def _summary(records: list[dict], config, params, writer, train_step, peak_flops, mesh) -> dict:

@@ -156,3 +156,43 @@ def test_a_data_dir_that_is_a_file_is_one_line(tmp_path, monkeypatch, capsys):
     code, err = _main(monkeypatch, capsys, argv)
     assert code == 2 and len(err) == 1 and err[0].startswith("error: data.data_dir: must be a dir")
     assert not (tmp_path / "w").exists()
+
+
+def test_a_damaged_summary_is_written_again_and_damaged_metrics_lines_dropped(tmp_path, capfd):
+    from lowrank_jax.config import load_config
+    from lowrank_jax.train.trainer import train_and_evaluate
+
+    config = load_config(TINY)
+    config.train.update(steps=4, log_every=1, eval_every=0, checkpoint_every=4, peak_flops=1e12)
+    first = train_and_evaluate(config, tmp_path)
+    (tmp_path / "summary.json").write_text('{"final_step": 4, "test_acc')  # a damaged copy
+    capfd.readouterr()
+    again = train_and_evaluate(config, tmp_path)
+    assert f"warning: {tmp_path / 'summary.json'}: damaged, not JSON" in capfd.readouterr().err
+    assert again["params_sha256"] == first["params_sha256"]
+    assert json.loads((tmp_path / "summary.json").read_text()) == again
+
+    lines = [json.dumps({"step": s, "loss": 1.0}) for s in (10, 20, 30)]
+    (tmp_path / "metrics.jsonl").write_text(f"{lines[0]}\ngarbage\n{lines[1]}\n{lines[2]}\n")
+    MetricsWriter(tmp_path, total_steps=50, start_step=20).close()
+    assert (tmp_path / "metrics.jsonl").read_text().splitlines() == lines[:2]
+    assert "dropped 1 damaged lines" in capfd.readouterr().err
+
+
+def test_a_workdir_under_a_read_only_directory_is_one_line(tmp_path, monkeypatch, capsys):
+    parent = tmp_path / "read-only"
+    parent.mkdir()
+    parent.chmod(0o555)
+    if os.geteuid() == 0:  # root writes anyway: make the directory refuse as it would a user
+        mkdir = Path.mkdir
+
+        def refuse(self, *args, **kwargs):
+            if parent in self.parents:
+                raise PermissionError(13, "Permission denied", str(self))
+            return mkdir(self, *args, **kwargs)
+
+        monkeypatch.setattr(Path, "mkdir", refuse)
+    workdir = parent / "run"
+    code, err = _main(monkeypatch, capsys, ["train", "--config", TINY, "--workdir", str(workdir)])
+    assert (code, err) == (2, [f"error: workdir: cannot write {workdir} (Permission denied)"])
+    assert not workdir.exists()
