@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import warnings
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -135,49 +136,99 @@ def export_peft(
     return folder
 
 
-def import_peft(model: nnx.Module, folder: str | Path, *, rngs: nnx.Rngs | None = None):
-    """Apply a peft LoRA adapter folder to ``model`` (LoRA added where missing); returns it."""
-    from safetensors.numpy import load_file
+PEFT_DEFAULT_ALPHA = PEFT_DEFAULT_RANK = 8  # peft's LoraConfig defaults for lora_alpha and r
 
+
+def import_peft(model: nnx.Module, folder: str | Path, *, rngs: nnx.Rngs | None = None):
+    """Apply a peft LoRA adapter folder to ``model`` (LoRA added where missing); returns it.
+
+    All or nothing: the whole adapter is checked against the model first (its
+    config; every tensor's module, shape and values), and only then does the
+    model change, so a bad adapter leaves it as it was. As in peft, a config
+    without ``lora_alpha`` (or ``r``) means 8 (a warning says so). Per-module
+    scales and ranks (``alpha_pattern``, ``rank_pattern``) are refused for now.
+    """
     folder = Path(folder)
-    for name in (CONFIG, WEIGHTS):
-        if not (folder / name).exists():
-            raise FileNotFoundError(f"peft import: {folder / name} is missing")
-    config = json.loads((folder / CONFIG).read_text())
-    if config.get("peft_type") != "LORA":
-        raise ValueError(f"peft import: peft_type {config.get('peft_type')!r}; valid: LORA")
-    tensors = load_file(str(folder / WEIGHTS))
-    pairs: dict[str, dict[str, np.ndarray]] = {}
-    for key, value in tensors.items():
-        match = re.fullmatch(r"(?:base_model\.model\.)?(.+)\.lora_([AB])(?:\.\w+)?\.weight", key)
-        if not match:
-            raise ValueError(f"peft import: tensor {key} is not a LoRA A/B weight")
-        pairs.setdefault(our_path(match[1]), {})[match[2]] = value
-    rank, alpha = int(config["r"]), float(config["lora_alpha"])
-    rslora = bool(config.get("use_rslora", False))
-    existing = _loras(model)
-    missing = sorted(path for path in pairs if path not in existing)
+    rank, alpha, rslora = _settings(folder)
+    scale = alpha / (math.sqrt(rank) if rslora else rank)
+    pairs = _pairs(folder)
+    modules = {surgery.dotted(path): m for path, m in nnx.iter_modules(model)}
+    layers = {int(m[1]) for p in modules if (m := re.fullmatch(r"layers\.(\d+)", p))}
+    for path, pair in sorted(pairs.items()):
+        name, target = bert_name(path), modules.get(path)
+        if target is None:
+            raise ValueError(
+                f"peft import: {name} has no layer here; the model has layers.0 to "
+                f"layers.{max(layers, default=-1)}"
+            )
+        missing_half = sorted({"A", "B"} - set(pair))
+        if missing_half:
+            raise ValueError(f"peft import: {name} lacks lora_{missing_half[0]}")
+        if isinstance(target, LoRA) and (
+            target.rank != rank or not math.isclose(target.scale, scale)
+        ):
+            raise ValueError(f"peft import: {path} already has LoRA of another rank or scale")
+        a, b = pair["A"].T, pair["B"].T
+        need = ((target.in_features, rank), (rank, target.out_features))
+        if (a.shape, b.shape) != need:
+            raise ValueError(
+                f"peft import: {name} has A {a.shape}, B {b.shape}; the layer needs "
+                f"{need[0]}, {need[1]} (r = {rank})"
+            )
+        if not (np.isfinite(a).all() and np.isfinite(b).all()):
+            raise ValueError(f"peft import: {name} has NaN or infinite weights")
+    # every check passed: now change the model
+    missing = sorted(path for path in pairs if not isinstance(modules[path], LoRA))
     if missing:
         pattern = "|".join(re.escape(p) for p in missing)
         surgery.apply_lora(
             model, pattern, rank, alpha=alpha, rslora=rslora, rngs=rngs or nnx.Rngs(0)
         )
     loras = _loras(model)
-    for path, pair in sorted(pairs.items()):
+    for path, pair in pairs.items():
         lora = loras[path]
-        missing_half = sorted({"A", "B"} - set(pair))
-        if missing_half:
-            raise ValueError(f"peft import: {bert_name(path)} lacks lora_{missing_half[0]}")
-        a, b = pair["A"].T, pair["B"].T
-        if a.shape != lora.lora_a.shape or b.shape != lora.lora_b.shape:
-            raise ValueError(
-                f"peft import: {bert_name(path)} has A {a.shape}, B {b.shape}; the layer "
-                f"needs {tuple(lora.lora_a.shape)}, {tuple(lora.lora_b.shape)}"
-            )
-        if lora.rank != rank or not math.isclose(
-            lora.scale, alpha / (math.sqrt(rank) if rslora else rank)
-        ):
-            raise ValueError(f"peft import: {path} already has LoRA of another rank or scale")
-        lora.lora_a[...] = jnp.asarray(a, lora.lora_a.dtype)
-        lora.lora_b[...] = jnp.asarray(b, lora.lora_b.dtype)
+        lora.lora_a[...] = jnp.asarray(pair["A"].T, lora.lora_a.dtype)
+        lora.lora_b[...] = jnp.asarray(pair["B"].T, lora.lora_b.dtype)
     return model
+
+
+def _settings(folder: Path) -> tuple[int, float, bool]:
+    """(rank, alpha, rslora) of a peft adapter folder's config, checked."""
+    for name in (CONFIG, WEIGHTS):
+        if not (folder / name).exists():
+            raise FileNotFoundError(f"peft import: {folder / name} is missing")
+    try:
+        config = json.loads((folder / CONFIG).read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"peft import: {folder / CONFIG} is not JSON ({error.msg})") from None
+    if config.get("peft_type") != "LORA":
+        raise ValueError(f"peft import: peft_type {config.get('peft_type')!r}; valid: LORA")
+    for field in ("alpha_pattern", "rank_pattern"):
+        if config.get(field):
+            raise ValueError(
+                f"peft import: {field} sets another scale or rank for "
+                f"{', '.join(sorted(config[field]))}; not supported yet (one r and lora_alpha)"
+            )
+    values = {}
+    for field, default in (("r", PEFT_DEFAULT_RANK), ("lora_alpha", PEFT_DEFAULT_ALPHA)):
+        values[field] = config.get(field)
+        if values[field] is None:
+            warnings.warn(
+                f"peft import: {folder / CONFIG} has no {field}; using peft's default, {default}",
+                stacklevel=3,
+            )
+            values[field] = default
+    return int(values["r"]), float(values["lora_alpha"]), bool(config.get("use_rslora", False))
+
+
+def _pairs(folder: Path) -> dict[str, dict[str, np.ndarray]]:
+    """``{our layer path: {"A": [R, in], "B": [out, R]}}`` of a peft adapter's weights."""
+    from safetensors.numpy import load_file
+
+    pairs: dict[str, dict[str, np.ndarray]] = {}
+    for key, value in load_file(str(folder / WEIGHTS)).items():
+        match = re.fullmatch(r"(?:base_model\.model\.)?(.+)\.lora_([AB])(?:\.\w+)?\.weight", key)
+        if not match:
+            raise ValueError(f"peft import: tensor {key} is not a LoRA A/B weight")
+        pairs.setdefault(our_path(match[1]), {})[match[2]] = value
+    return pairs

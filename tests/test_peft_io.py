@@ -76,3 +76,61 @@ def test_import_names_the_missing_half_of_a_pair(tmp_path):
     )
     with pytest.raises(ValueError, match=r"encoder\.layer\.0\.attention\.self\.query lacks lora_A"):
         import_peft(model, tmp_path)
+
+
+def _tiny_adapter(folder, config: dict, layers=(0,), fill=0.1):
+    """A peft folder with rank-2 LoRA on W_q of the given layers of a 16-wide encoder."""
+    import json
+
+    from safetensors.numpy import save_file
+
+    tensors = {}
+    for layer in layers:
+        name = f"base_model.model.encoder.layer.{layer}.attention.self.query"
+        tensors[f"{name}.lora_A.weight"] = np.full((2, 16), fill, np.float32)
+        tensors[f"{name}.lora_B.weight"] = np.full((16, 2), fill, np.float32)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(folder / "adapter_model.safetensors"))
+    (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", **config}))
+    return folder
+
+
+def _tiny_model(num_layers=2):
+    from lowrank_jax.models import build_encoder, default_config
+
+    config = default_config()
+    config.update(vocab_size=16, max_len=8, dim=16, heads=2, num_layers=num_layers)
+    return build_encoder(config, rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize(
+    ("config", "kwargs", "message"),
+    [
+        (
+            {"r": 2, "lora_alpha": 4, "alpha_pattern": {"query": 8}},
+            {},
+            "alpha_pattern sets another scale or rank for query; not supported yet",
+        ),
+        ({"r": 2, "lora_alpha": 4}, {"layers": (0, 9)}, r"layer\.9\.attention\.self\.query has no"),
+        ({"r": 2, "lora_alpha": 4}, {"fill": np.nan}, "has NaN or infinite weights"),
+        ({"r": 4, "lora_alpha": 4}, {}, r"has A \(16, 2\), B \(2, 16\); the layer needs"),
+    ],
+)
+def test_a_bad_adapter_leaves_the_model_untouched(tmp_path, config, kwargs, message):
+    model = _tiny_model()
+    before = nnx.graphdef(model)
+    folder = _tiny_adapter(tmp_path / "adapter", config, **kwargs)
+    with pytest.raises(ValueError, match=message):
+        import_peft(model, folder)
+    assert not surgery.count_params(model)["lora"]  # no LoRA inserted before the failure
+    assert nnx.graphdef(model) == before  # the same structure: nothing swapped in
+
+
+def test_a_missing_lora_alpha_is_peft_default_8_and_said(tmp_path):
+    model = _tiny_model()
+    folder = _tiny_adapter(tmp_path / "adapter", {"r": 2})
+    with pytest.warns(UserWarning, match="has no lora_alpha; using peft's default, 8"):
+        import_peft(model, folder)
+    lora = model.layers[0].attention.query
+    assert lora.rank == 2 and lora.scale == pytest.approx(8 / 2)
+    np.testing.assert_allclose(np.asarray(lora.lora_a[...]), 0.1)
