@@ -240,7 +240,8 @@ def load_model(workdir: str | Path, which: str = "best") -> nnx.Module:
     run's parameters must be the ones its ``summary.json`` describes
     (``best_params_sha256`` / ``params_sha256``): where the checkpoint is damaged
     and only an older one restores, ``CheckpointError`` says so instead of
-    returning other parameters (rerunning the run's command heals it).
+    returning other parameters (rerunning the run's command heals the final
+    checkpoints; a damaged best one stays damaged: use ``which="final"``).
 
     Example:
       model = load_model("runs/lora-trec/lora.rank=8")   # then model(tokens, mask)
@@ -261,8 +262,10 @@ def load_model(workdir: str | Path, which: str = "best") -> nnx.Module:
         restored = checkpointer.restore_latest(placed.state, heal=False)
     finally:
         checkpointer.close()
+    # a rerun of the run's command heals its newest checkpoints, not a damaged best one
+    heal = "rerun the run's command" if which == "final" else "use which='final'"
     if restored is None:
-        raise CheckpointError(f"{folder}: no checkpoint restores; rerun the run's command")
+        raise CheckpointError(f"{folder}: no checkpoint restores; {heal}")
     # plain single-device arrays: the model then runs outside any mesh context
     loaded = placed.merge(jax.tree.map(jnp.asarray, jax.device_get(restored[1])))
     loaded.eval()
@@ -272,7 +275,6 @@ def load_model(workdir: str | Path, which: str = "best") -> nnx.Module:
     if expected is not None and params_sha256(loaded) != expected:
         raise CheckpointError(
             f"{folder}: the newest checkpoint that restores (step {restored[0]}) is not the "
-            f"{which} model summary.json describes ({key} differs); rerun the run's command "
-            "to heal it"
+            f"{which} model summary.json describes ({key} differs); {heal}"
         )
     return loaded

@@ -16,7 +16,6 @@ import errno
 import json
 import math
 import os
-import shutil
 import signal
 import sys
 import time
@@ -31,7 +30,7 @@ from flax import nnx
 from lowrank_jax import build, data
 from lowrank_jax.build import load_model, validate
 from lowrank_jax.config import ConfigError
-from lowrank_jax.train import evaluate, losses, sharding
+from lowrank_jax.train import evaluate, losses, rundir, sharding
 from lowrank_jax.train.checkpoint import Checkpointer, quiet_orbax
 from lowrank_jax.train.lock import RunLock
 from lowrank_jax.train.metrics import (
@@ -42,17 +41,10 @@ from lowrank_jax.train.metrics import (
     read_jsonl,
     write_json,
 )
+from lowrank_jax.train.rundir import DiskFullError
 
 __all__ = ["DiskFullError", "NonFiniteLossError", "load_model", "train_and_evaluate", "validate"]
 
-RUN_FILES = (
-    "checkpoints",
-    "best",
-    "metrics.jsonl",
-    "tensorboard",
-    "summary.json",
-    "config.json",
-)
 # For subprocess tests: SIGKILL this process right after finishing step N (a callback
 # registered at start, see ``callbacks_from_env``).
 KILL_AT_STEP = "LOWRANK_JAX_KILL_AT_STEP"
@@ -66,10 +58,6 @@ Callback = Callable[[int, nnx.State], None]
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the run stopped before saving that state."""
-
-
-class DiskFullError(OSError):
-    """The disk under the workdir filled up; the run stopped, its last checkpoint untouched."""
 
 
 def callbacks_from_env() -> list[Callback]:
@@ -91,42 +79,6 @@ def _say(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
-def _first_difference(old, new, prefix: str = "") -> str:
-    if isinstance(old, dict) and isinstance(new, dict):
-        for key in sorted(set(old) | set(new)):
-            if old.get(key) != new.get(key):
-                return _first_difference(old.get(key), new.get(key), f"{prefix}{key}.")
-    return f"{prefix.rstrip('.')}: {old!r} -> {new!r}"
-
-
-def _check_workdir(workdir: Path, config_dict: dict, force: bool, dry: bool = False) -> None:
-    """Refuse a workdir that holds a run of another config, unless ``force`` (then clear it).
-
-    ``dry``: only look (a run of another config that ``force`` will replace passes).
-    """
-    if workdir.exists() and not workdir.is_dir():
-        raise ConfigError(f"workdir: {workdir} is a file, not a directory")
-    path = workdir / "config.json"
-    if not path.exists():
-        return
-    old = read_json(path)
-    if old == config_dict or dry:
-        return
-    if not force:
-        raise ConfigError(
-            f"workdir {workdir} holds a run of a different config "
-            f"({_first_difference(old, config_dict)}); "
-            "use --force to replace it, or another --workdir"
-        )
-    if jax.process_index() == 0:
-        for name in RUN_FILES:
-            target = workdir / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
-
-
 def train_and_evaluate(
     config: ml_collections.ConfigDict,
     workdir: str | Path,
@@ -146,45 +98,20 @@ def train_and_evaluate(
     validate(config)
     workdir = Path(workdir)
     config_dict = json.loads(config.to_json_best_effort(sort_keys=True))
-    _check_workdir(workdir, config_dict, force=False, dry=force)  # refuse before writing
+    rundir.check(workdir, config_dict, force=False, dry=force)  # refuse before writing
     data.prepare(config.data)  # a damaged data cache is rebuilt, or one line, before the workdir
     with RunLock(workdir, "run") if jax.process_index() == 0 else contextlib.nullcontext():
-        _check_workdir(workdir, config_dict, force)
+        rundir.check(workdir, config_dict, force)
         sizes: dict[str, int] = {}  # the state's bytes, once built: what a checkpoint needs
         try:
             # orbax's background failures come back to us as exceptions: their echoes are dropped
             with quiet_orbax():
                 return _train(config, workdir, config_dict, callbacks, sizes)
         except Exception as error:
-            if not _no_space(error):
+            if not rundir.no_space(error):
                 raise
-            message = _disk_full_message(workdir, sizes.get("state_bytes"))
+            message = rundir.disk_full_message(workdir, sizes.get("state_bytes"))
             raise DiskFullError(errno.ENOSPC, message) from None
-
-
-def _no_space(error: BaseException | None) -> bool:
-    """Whether a full disk is behind ``error`` (an OSError, or TensorStore's words for one)."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
-            return True
-        if "No space left on device" in str(error):
-            return True
-        error = error.__cause__ or error.__context__
-    return False
-
-
-def _disk_full_message(workdir: Path, state_bytes: int | None) -> str:
-    """One line: where, how many bytes a checkpoint needs and are free, what survived."""
-    free = shutil.disk_usage(workdir if workdir.exists() else workdir.parent).free
-    needs = f"a checkpoint needs about {state_bytes:,} bytes, " if state_bytes else ""
-    steps = [int(p.name) for p in (workdir / "checkpoints").glob("*") if p.name.isdigit()]
-    kept = f"step {max(steps)}, untouched" if steps else "none yet"
-    return (
-        f"no space left on device under {workdir}: {needs}{free:,} are free; free some and "
-        f"rerun the same command to resume (last checkpoint: {kept})"
-    )
 
 
 def _train(config, workdir: Path, config_dict: dict, callbacks, sizes: dict) -> dict:

@@ -349,9 +349,9 @@ def test_workdir_with_another_config_is_refused_unless_forced(
     assert len(err) == 1 and "holds a run of a different config (train.steps: 12 -> 13)" in err[0]
     assert {p: p.stat().st_mtime_ns for p in workdir.rglob("*")} == before
     with pytest.raises(ConfigError):  # the same check, in the library
-        from lowrank_jax.train.trainer import _check_workdir
+        from lowrank_jax.train.rundir import check
 
-        _check_workdir(workdir, {"different": True}, force=False)
+        check(workdir, {"different": True}, force=False)
 
 
 def test_lora_only_bf16_performer_run(tmp_path):
