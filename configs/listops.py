@@ -15,8 +15,23 @@ accelerator. ``runlocal`` is a CPU-scale run on ``listops_small`` (inputs of
 and Performer attention, each with a dense FFN and with a factorized FFN of rank
 dim / 4 (128 in the full config, 16 in ``runlocal``).
 
+``lra_settings``: the attention settings of LRA's released code beside ours, on
+the same data and schedule (experiments/listops, "LRA's own settings"):
+
+    lowrank-jax sweep --config configs/listops.py:runlocal,lra_settings --seeds 3 \
+        --workdir runs/listops_lra
+
+LRA's ``performer_base`` (FAVOR+, softmax kernel, ``nb_features=2``,
+``ortho_scaling=0``: chi-distributed row norms, features redrawn at every call)
+and ``LinformerAttention`` (``low_rank_features=16``, one projection for keys and
+values); ours: Performer M = 64 orthogonal features drawn once, Linformer P = 64
+with a projection per head (the ``runlocal`` defaults), and exact softmax
+attention. ``runlocal,lra_settings`` trains 600 steps of batch 32 (two epochs of
+listops_small), validation every 100.
+
 Args: ``runlocal``, ``attention`` (softmax | linformer | performer), ``rank``
-(0: dense FFN; R: factorized FFN of rank R), ``lora`` (LoRA rank on Q/V, 0 = off).
+(0: dense FFN; R: factorized FFN of rank R), ``lora`` (LoRA rank on Q/V, 0 = off),
+``lra_settings`` (the sweep above, and its longer schedule).
 """
 
 from lowrank_jax.config import MODEL_ARGS, apply_model_args, parse_arg, train_defaults
@@ -26,7 +41,7 @@ from lowrank_jax.sweep import product
 
 
 def get_config(arg=None):
-    args = parse_arg(arg, runlocal=False, **MODEL_ARGS)
+    args = parse_arg(arg, runlocal=False, lra_settings=False, **MODEL_ARGS)
     config = train_defaults()
     config.data = {
         "name": "listops_small" if args.runlocal else "listops",  # TFDS builders
@@ -82,10 +97,39 @@ def get_config(arg=None):
             train_eval_batches=31,
             checkpoint_every=200,
         )
+        if args.lra_settings:  # two epochs of listops_small, the best of 6 validations
+            config.train.update(
+                steps=600, batch_size=32, warmup_steps=60, eval_every=100, checkpoint_every=100
+            )
     return config
 
 
+# LRA's released attention settings (lra_benchmarks/listops/configs/performer_base.py,
+# lra_benchmarks/models/linformer: LinformerAttention's low_rank_features default)
+LRA_PERFORMER = {
+    "model.attention.kind": "performer",
+    "model.attention.performer.num_features": 2,  # nb_features=2
+    "model.attention.performer.kernel": "softmax",
+    "model.attention.performer.orthogonal": True,
+    "model.attention.performer.scaling": "chi",  # ortho_scaling=0.0
+    "model.attention.performer.redraw": "call",  # redraw_features=True, evaluation included
+}
+LRA_LINFORMER = {
+    "model.attention.kind": "linformer",
+    "model.attention.linformer.proj_len": 16,  # low_rank_features=16
+    "model.attention.linformer.sharing": "kv",  # one projection for keys and values
+}
+
+
 def get_sweep(arg=None):
+    if parse_arg(arg, runlocal=False, lra_settings=False, **MODEL_ARGS).lra_settings:
+        return [
+            {"model.attention.kind": "softmax"},
+            LRA_LINFORMER,
+            {"model.attention.kind": "linformer"},  # ours: P = 64 (256 full), a projection per head
+            LRA_PERFORMER,
+            {"model.attention.kind": "performer"},  # ours: M = 64 (256 full), drawn once
+        ]
     rank = get_config(arg).model.dim // 4
     kinds = ["softmax", "linformer", "performer"]
     return product(**{"model.attention.kind": kinds, "model.ffn.dense.kind": ["dense"]}) + product(

@@ -30,7 +30,7 @@ from jaxtyping import Array, Bool, Float
 from lowrank_jax.config import check_choice, check_int, fail
 
 KERNELS = ("softmax", "relu")
-REDRAW = ("fixed", "step")
+REDRAW = ("fixed", "step", "call")
 SCALING = ("chi", "sqrt")
 _STABILIZER = {"softmax": 1e-6, "relu": 1e-3}
 
@@ -145,9 +145,13 @@ class PerformerAttention(nnx.Module):
       head_dim: K.
       num_features: M.
       kernel: ``"softmax"`` (positive features) or ``"relu"``.
-      redraw: ``"fixed"`` (drawn once at init) or ``"step"`` (redrawn at every
+      redraw: ``"fixed"`` (drawn once at init), ``"step"`` (redrawn at every
         call in training mode from the ``features`` rng stream, i.e. once per
-        training step under ``nnx.jit``; eval mode uses the fixed ones).
+        training step under ``nnx.jit``; eval mode uses the fixed ones) or
+        ``"call"`` (LRA's ``redraw_features=True``: redrawn at every call,
+        evaluation included, from a key that is a function of the queries; LRA
+        seeds ``PRNGKey(ceil(sum(q)·1e7))``, we fold the bits of sum(q) into a key,
+        so the features depend on the batch, not on a counter).
       orthogonal, scaling: see ``random_features``.
       dropout: must be 0 (see ``check``).
       rngs: random streams (``params`` for the fixed features, ``features``).
@@ -229,7 +233,15 @@ class PerformerAttention(nnx.Module):
             fail("performer.orthogonal", "true or false", orthogonal)
         check_choice(scaling, "performer.scaling", SCALING)
 
+    def features_for(self, q: Float[Array, "B N H K"]) -> Float[Array, "M K"]:
+        """The random features this call uses (see ``redraw``)."""
+        if self.redraw == "call":
+            total = jnp.sum(q, dtype=jnp.float32)
+            bits = jax.lax.bitcast_convert_type(total, jnp.uint32)
+            return self._draw(jax.random.fold_in(jax.random.key(0), bits))
+        if self.redraw == "step" and not self.deterministic:
+            return self._draw(self.rngs())
+        return self.features[...]
+
     def __call__(self, q, k, v, mask=None):
-        fresh = self.redraw == "step" and not self.deterministic
-        features = self._draw(self.rngs()) if fresh else self.features[...]
-        return favor(q, k, v, features, mask, kernel=self.kernel)
+        return favor(q, k, v, self.features_for(q), mask, kernel=self.kernel)

@@ -81,7 +81,8 @@ def default_config() -> ml_collections.ConfigDict:
                 # one group per kind: its options and their defaults (attention.options_of);
                 # softmax.implementation: auto (blocked on CPU from N = 1024) | xla | cudnn |
                 # blocked; linformer: P, sharing none | headwise | kv | layerwise; performer:
-                # M random features, kernel softmax | relu, redraw fixed | step
+                # M random features, kernel softmax | relu, redraw fixed | step | call (LRA's:
+                # every call, eval included), orthogonal, scaling chi | sqrt
                 **{kind: options_of(kind) for kind in ATTENTION},
             },
             "ffn": {

@@ -103,6 +103,24 @@ def test_redraw_policies():
     np.testing.assert_array_equal(step(x), step(x))  # eval uses the fixed features
 
 
+def test_redraw_call_is_lras_features_of_the_queries_in_training_and_eval():
+    from lowrank_jax.attention.performer import PerformerAttention
+
+    mixer = PerformerAttention(
+        heads=2, head_dim=8, max_len=12, num_features=4, redraw="call", rngs=nnx.Rngs(0)
+    )
+    q, k, v = _qkv(n=12)
+    other = q + 0.5
+    drawn = mixer.features_for(q)
+    assert drawn.shape == (4, 8)
+    assert not np.allclose(drawn, mixer.features[...])  # not the features drawn at init
+    assert not np.allclose(drawn, mixer.features_for(other))  # another batch, other features
+    np.testing.assert_allclose(mixer(q, k, v), favor(q, k, v, drawn), atol=1e-6)
+    mixer.eval()  # evaluation redraws too (LRA's redraw_features=True), the same way
+    np.testing.assert_array_equal(mixer.features_for(q), drawn)
+    np.testing.assert_array_equal(mixer(q, k, v), mixer(q, k, v))
+
+
 def test_attention_dropout_is_rejected_not_ignored():
     with pytest.raises(
         ValueError, match=r"^dropout: must be 0: Performer .* forms no attention matrix"

@@ -33,3 +33,24 @@ def test_quick_form_trains_and_reports(tmp_path, tiny_listops, quick_sweep):
     assert {label(r) for r in rows} == TRAINED
     # the train/test gap comes from an evaluation of the selected model on training batches
     assert all(r["train_accuracy"] is not None and r["train_test_gap"] is not None for r in rows)
+
+
+def test_lra_settings_points_validate_and_the_lra_performer_trains(
+    tmp_path, tiny_listops, quick_sweep
+):
+    module = load_module(CONFIG)
+    points = module.get_sweep("runlocal,lra_settings")
+    assert module.LRA_PERFORMER in points and module.LRA_LINFORMER in points and len(points) == 5
+    for point in points:
+        config = apply_point(module.get_config("runlocal,lra_settings"), point)
+        validate(config)
+    mixer = config.model.attention.performer  # ours: the runlocal defaults
+    assert (mixer.num_features, mixer.redraw) == (64, "fixed")
+    rows = quick_sweep(
+        "listops.py",
+        "runlocal,lra_settings",
+        data={"data_dir": str(tmp_path / "tfds"), "max_len": 64},
+        model={"max_len": 64},
+        keep=lambda point: point in (module.LRA_PERFORMER, module.LRA_LINFORMER),
+    )
+    assert [r["status"] for r in rows] == ["done"] * 2
