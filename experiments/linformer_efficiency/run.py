@@ -6,7 +6,15 @@ against the same model with softmax attention: time saved = t_softmax /
 t_linformer and memory saved = m_softmax / m_linformer, both measured in the
 same run (memory: the compiled program's arguments + outputs + temporaries).
 
+The paper's own memory metric is measured too (``--paper-memory``: compiles
+only, so it may run beside other work): memory saved = the largest batch that
+fits a 16 GiB V100 with Linformer (layerwise sharing, the paper's setting) /
+the largest with a standard Transformer (XLA's exact attention, which forms the
+N × N scores), each found from XLA's compiled memory account
+(``bench.largest_batch``), nothing allocated.
+
     python experiments/linformer_efficiency/run.py           # N = 512..8192, writes results/
+    python experiments/linformer_efficiency/run.py --paper-memory   # adds the batch ratios
     python experiments/linformer_efficiency/run.py --quick   # tiny shapes (CI)
 """
 
@@ -53,6 +61,38 @@ def measure(lengths, proj_lens, batch, repeats, tiny) -> list[dict]:
                 f"memory saved {base.bytes / forward.bytes:.1f}x",
                 flush=True,
             )
+    return rows
+
+
+V100_BYTES = 16 * 2**30  # the paper's GPU
+
+
+def paper_memory(lengths, proj_lens, limit_bytes, tiny) -> list[dict]:
+    """The paper's memory saved: largest batches that fit, Linformer (layerwise) / Transformer."""
+    rows = []
+    for length in lengths:
+        model = bench.lra_text_config(length, tiny=tiny)
+        model.attention.softmax.implementation = "xla"  # the standard Transformer's scores
+        softmax_batch = bench.largest_batch(model, length, limit_bytes)
+        for proj_len in (p for p in proj_lens if p < length):
+            model.attention.kind = "linformer"
+            model.attention.linformer.update(proj_len=proj_len, sharing="layerwise")
+            batch = bench.largest_batch(model, length, limit_bytes)
+            rows.append(
+                {
+                    "length": length,
+                    "proj_len": proj_len,
+                    "softmax_batch": softmax_batch,
+                    "linformer_batch": batch,
+                    "memory_saved": batch / softmax_batch,
+                }
+            )
+            print(
+                f"N={length:>6} P={proj_len:<5} largest batch {batch} vs {softmax_batch}: "
+                f"memory saved {batch / softmax_batch:.1f}x",
+                flush=True,
+            )
+            model.attention.kind = "softmax"
     return rows
 
 
@@ -104,7 +144,23 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default=str(HERE / "results"))
+    parser.add_argument(
+        "--paper-memory",
+        action="store_true",
+        help="only the paper's memory metric (largest batches in 16 GiB), added to results.json",
+    )
     args = parser.parse_args(argv)
+    if args.paper_memory and not args.quick:
+        lengths = [int(n) for n in args.lengths.split(",")]
+        proj_lens = [int(p) for p in args.proj_lens.split(",")]
+        path = Path(args.out) / "results.json"
+        record = json.loads(path.read_text())
+        record["paper_memory"] = {
+            "limit_bytes": V100_BYTES,
+            "rows": paper_memory(lengths, proj_lens, V100_BYTES, tiny=False),
+        }
+        path.write_text(json.dumps(record, indent=1) + "\n")
+        return record["paper_memory"]["rows"]
     if args.quick:
         lengths, proj_lens, batch, repeats = [64, 128], [16, 32], 2, 2
     else:
@@ -112,6 +168,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         proj_lens = [int(p) for p in args.proj_lens.split(",")]
         batch, repeats = args.batch, args.repeats
     rows = measure(lengths, proj_lens, batch, repeats, tiny=args.quick)
+    if args.quick:  # the paper's metric too, at a limit tiny shapes reach
+        paper_memory(lengths, proj_lens, 4 * 2**20, tiny=True)
     table = tables(rows, lengths, proj_lens, batch)
     print(table)
     if not args.quick:
@@ -119,7 +177,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
         out.mkdir(parents=True, exist_ok=True)
         (out / "results.md").write_text(table)
         record = {"machine": bench.machine(), "batch": batch, "rows": rows}
-        (out / "results.json").write_text(json.dumps(record, indent=1) + "\n")
+        previous = out / "results.json"
+        if previous.exists() and "paper_memory" in json.loads(previous.read_text()):
+            record["paper_memory"] = json.loads(previous.read_text())["paper_memory"]  # kept
+        previous.write_text(json.dumps(record, indent=1) + "\n")
         plot(rows, proj_lens, out / "saved.png")
     return rows
 

@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import numpy as np
@@ -66,3 +67,54 @@ def test_quick_sweep_feeds_the_table_and_the_subspace_figure(tmp_path, quick_swe
     assert result["phi"]["5.value"].shape == (8, 64)
     assert all(0 < moved[8] < 0.1 for moved in result["moved"].values())  # 2 small steps
     assert (out / "phi.png").exists() and (out / "summary.md").exists()
+
+
+def test_peer_rows_share_our_settings():
+    module = _load(ROOT / "configs" / "lora_minilm.py")
+    points = module.get_sweep("task=trec,peer")
+    assert points == list(module.PEER_POINTS.values())
+    config = module.get_config("task=trec,peer")
+    epoch = module.TRAIN_SIZES["trec"] // 32
+    assert (config.train.steps, config.train.eval_every, config.data.max_len) == (
+        3 * epoch,
+        epoch,
+        64,
+    )
+    peer = _load(ROOT / "experiments" / "lora_minilm" / "peer.py")
+    factors = [peer.schedule(config, s) for s in range(config.train.steps + 1)]
+    # the peer's schedule factor is our optax schedule over its peak
+    from lowrank_jax.train.step import make_schedule
+
+    ours = make_schedule(config.train)
+    np.testing.assert_allclose(
+        factors,
+        [float(ours(s)) / config.train.learning_rate for s in range(len(factors))],
+        atol=1e-6,
+    )
+
+
+@pytest.mark.slow
+def test_the_peer_trains_and_its_table_reads_both_sides(tmp_path):
+    pytest.importorskip("peft")
+    peer = _load(ROOT / "experiments" / "lora_minilm" / "peer.py")
+    peer.main(
+        [
+            "--task",
+            "trec",
+            "--seeds",
+            "1",
+            "--workdir",
+            str(tmp_path / "peft"),
+            "--methods",
+            "lora_qv_alpha8",
+            "--steps",
+            "2",
+        ]
+    )
+    (record_path,) = (tmp_path / "peft").glob("*.json")
+    record = json.loads(record_path.read_text())
+    assert record["method"] == "lora_qv_alpha8" and 0 <= record["test_accuracy"] <= 1
+    (tmp_path / "ours").mkdir()
+    table = peer.table("trec", tmp_path / "peft", tmp_path / "ours")
+    row = table["methods"]["lora_qv_alpha8"]
+    assert row["peft"]["test_accuracy"]["n"] == 1 and row["ours"]["test_accuracy"] is None
