@@ -33,7 +33,11 @@ def lra_text_config(length: int, *, tiny: bool = False) -> ml_collections.Config
     4 layers, embedding 256, 4 heads, MLP 1024, vocabulary 256 (LRA's
     ``text_classification`` config, Tay et al. 2020), mean pooling and no CLS
     token so that every mixer sees exactly ``length`` positions; Linformer
-    P = 256 and Performer M = 256 as in LRA. ``tiny``: 1 layer, 32 wide, P = M = 16.
+    P = 256 and Performer M = 256 (softmax kernel). These two are ours, not LRA's:
+    its released text configs give Linformer ``low_rank_features=32`` and the
+    Performer's default, the generalized ReLU kernel applied to the queries and
+    keys themselves (``features_type='deterministic'``, no random features).
+    ``tiny``: 1 layer, 32 wide, P = M = 16.
     """
     model = default_config()
     model.update(
