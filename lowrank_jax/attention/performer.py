@@ -11,11 +11,13 @@ exp(q·k/√K) without bias. Then (Eq. 3, Section 2.3)
 
 Orthogonal random features (Section 2.4) lower the estimator's variance. The
 causal variant (Section 2.6) uses prefix sums over the sequence; its largest
-intermediate is [B, N, H, M, K]. ``kernel="relu"`` is the generalized kernel
-φ(x) = relu(ωᵀx)/√M. Numerics follow the reference implementation: each
-query's features are stabilised by subtracting their max (it cancels in the
-ratio) and the keys' by one max over all real keys and features; a small
-constant keeps the features positive.
+intermediate is [B, N, H, M, K], and it is exactly causal: the keys' stabiliser
+is a running maximum, so no output sees a later token, to the last bit.
+``kernel="relu"`` is the generalized kernel φ(x) = relu(ωᵀx)/√M. Numerics
+follow the reference implementation: each query's features are stabilised by
+subtracting their max (it cancels in the ratio) and the keys' by one max over
+all real keys and features (causal: over the keys so far); a small constant
+keeps the features positive.
 """
 
 from __future__ import annotations
@@ -80,13 +82,11 @@ def feature_map(
 ) -> Float[Array, "B N H M"]:
     """φ(x) for queries or keys (float32); padded keys get φ = 0."""
     check_choice(kernel, "kernel", KERNELS)
-    head_dim, num_features = x.shape[-1], features.shape[0]
-    x = x.astype(jnp.float32) * head_dim**-0.25
-    projected = jnp.einsum("bnhk,mk->bnhm", x, features.astype(jnp.float32))  # [B, N, H, M]
+    num_features = features.shape[0]
+    projected = _projected(x, features, kernel)  # [B, N, H, M]
     if kernel == "relu":
         phi = jax.nn.relu(projected) + _STABILIZER[kernel]
     else:
-        projected = projected - 0.5 * jnp.sum(x * x, axis=-1, keepdims=True)
         real = None if mask is None else mask[:, :, None, None]
         if is_query:  # per query: cancels between numerator and denominator
             shift = jnp.max(projected, axis=-1, keepdims=True)
@@ -99,6 +99,56 @@ def feature_map(
     if mask is not None and not is_query:
         phi = phi * mask[:, :, None, None]
     return phi
+
+
+def _projected(x: Float[Array, "B N H K"], features, kernel: str) -> Float[Array, "B N H M"]:
+    """ωᵀx on x scaled by K^(-1/4); for the softmax kernel less ‖x‖²/2 (the exponent)."""
+    x = x.astype(jnp.float32) * x.shape[-1] ** -0.25
+    projected = jnp.einsum("bnhk,mk->bnhm", x, features.astype(jnp.float32))
+    if kernel == "softmax":
+        projected = projected - 0.5 * jnp.sum(x * x, axis=-1, keepdims=True)
+    return projected
+
+
+def _causal_sums(
+    k: Float[Array, "B N H K"],
+    values: Float[Array, "B N H E"],
+    features: Float[Array, "M K"],
+    mask: Bool[Array, "B N"] | None,
+    kernel: str,
+) -> Float[Array, "B N H M E"]:
+    """Σ_{j ≤ t} φ(k_j) ⊗ values_j for every t, from keys ≤ t only, to the last bit.
+
+    The softmax kernel's keys are stabilised by the running maximum of their
+    exponents over the prefix (an online-softmax scan: the partial sums are
+    rescaled whenever the maximum grows), never by a maximum that has seen the
+    future; with the stabilising constant added relative to that running maximum.
+    """
+    num_features = features.shape[0]
+    if mask is not None:
+        values = values * mask[:, :, None, None]
+    if kernel == "relu":
+        phi_k = feature_map(k, features, kernel=kernel, is_query=False, mask=mask)
+        return jnp.cumsum(jnp.einsum("bnhm,bnhe->bnhme", phi_k, values), axis=1)
+    exponent = _projected(k, features, kernel)
+    # each key's own maximum (padded keys: a floor that any real key overrides)
+    own = jax.lax.stop_gradient(jnp.max(exponent, axis=-1, keepdims=True))  # [B, N, H, 1]
+    if mask is not None:
+        own = jnp.where(mask[:, :, None, None], own, _FLOOR)
+    terms = jnp.einsum("bnhm,bnhe->bnhme", jnp.exp(exponent - own), values)
+
+    def combine(left, right):
+        (shift_l, sum_l), (shift_r, sum_r) = left, right
+        shift = jnp.maximum(shift_l, shift_r)
+        rescale = lambda s, x: x * jnp.exp(s - shift)[..., None]  # noqa: E731
+        return shift, rescale(shift_l, sum_l) + rescale(shift_r, sum_r)
+
+    _, sums = jax.lax.associative_scan(combine, (own, terms), axis=1)
+    stabilizer = _STABILIZER[kernel] * jnp.cumsum(values, axis=1)[:, :, :, None, :]
+    return (sums + stabilizer) / math.sqrt(num_features)
+
+
+_FLOOR = -1e30  # the shift of a padded key: exp(_FLOOR - real shift) is 0
 
 
 def favor(
@@ -119,13 +169,14 @@ def favor(
       (2, 8, 2, 4)
     """
     phi_q = feature_map(q, features, kernel=kernel, is_query=True)
-    phi_k = feature_map(k, features, kernel=kernel, is_query=False, mask=mask)
     values = v.astype(jnp.float32)
-    if causal:  # prefix sums over the sequence: memory O(N·M·K)
-        kv = jnp.cumsum(jnp.einsum("bnhm,bnhk->bnhmk", phi_k, values), axis=1)
-        numerator = jnp.einsum("bnhm,bnhmk->bnhk", phi_q, kv)
-        denominator = jnp.einsum("bnhm,bnhm->bnh", phi_q, jnp.cumsum(phi_k, axis=1))
+    if causal:  # prefix sums over the sequence, exactly causal: memory O(N·M·K)
+        ones = jnp.ones((*values.shape[:-1], 1), jnp.float32)  # the denominator's column
+        sums = _causal_sums(k, jnp.concatenate([values, ones], -1), features, mask, kernel)
+        both = jnp.einsum("bnhm,bnhme->bnhe", phi_q, sums)
+        numerator, denominator = both[..., :-1], both[..., -1]
     else:
+        phi_k = feature_map(k, features, kernel=kernel, is_query=False, mask=mask)
         kv = jnp.einsum("bnhm,bnhk->bhmk", phi_k, values)  # [B, H, M, K]
         numerator = jnp.einsum("bnhm,bhmk->bnhk", phi_q, kv)
         denominator = jnp.einsum("bnhm,bhm->bnh", phi_q, phi_k.sum(axis=1))

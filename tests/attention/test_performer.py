@@ -65,6 +65,24 @@ def test_causal_equals_quadratic_reference_with_same_features(kernel):
         favor(q, k, v, features, causal=True, kernel=kernel), expected, atol=1e-5
     )
 
+    def reference(q, k, v):
+        phi_q = feature_map(q, features, kernel=kernel, is_query=True)
+        phi_k = feature_map(k, features, kernel=kernel, is_query=False)
+        scores = jnp.einsum("bnhm,bshm->bhns", phi_q, phi_k) * jnp.tril(jnp.ones((16, 16)))
+        out = jnp.einsum("bhns,bshk->bnhk", scores, v)
+        return out / scores.sum(-1).transpose(0, 2, 1)[..., None]
+
+    def loss(fn):
+        return lambda q, k, v: jnp.sum(jnp.sin(fn(q, k, v)))
+
+    causal = loss(lambda q, k, v: performer.favor(q, k, v, features, causal=True, kernel=kernel))
+    for ours, theirs in zip(
+        jax.grad(causal, (0, 1, 2))(q, k, v),
+        jax.grad(loss(reference), (0, 1, 2))(q, k, v),
+        strict=True,
+    ):
+        np.testing.assert_allclose(ours, theirs, atol=2e-5)  # the gradients agree too
+
 
 def test_causal_memory_is_linear_in_n():
     n = 37  # a length no other dimension shares
@@ -126,3 +144,19 @@ def test_attention_dropout_is_rejected_not_ignored():
         ValueError, match=r"^dropout: must be 0: Performer .* forms no attention matrix"
     ):
         make_attention("performer", 16, 2, max_len=8, dropout=0.1, rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize("kernel", ["softmax", "relu"])
+def test_causal_outputs_before_t_are_bitwise_blind_to_tokens_from_t(kernel):
+    """Changing keys and values at positions >= t, even to large values, changes nothing < t."""
+    q, k, v = _qkv(n=24)
+    features = random_features(jax.random.key(1), 16, 8)
+    mask = jnp.broadcast_to(jnp.arange(24) < 20, (2, 24))
+    before = np.asarray(favor(q, k, v, features, mask, causal=True, kernel=kernel))
+    for t in (1, 7, 16):
+        noise = 8.0 * jax.random.normal(jax.random.key(t), k.shape)
+        later = (jnp.arange(24) >= t)[None, :, None, None]
+        k2, v2, q2 = (jnp.where(later, x + noise, x) for x in (k, v, q))
+        after = np.asarray(favor(q2, k2, v2, features, mask, causal=True, kernel=kernel))
+        np.testing.assert_array_equal(after[:, :t], before[:, :t])
+        assert np.abs(after[:, t:20] - before[:, t:20]).max() > 1e-3  # the future did change
