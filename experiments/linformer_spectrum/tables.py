@@ -1,4 +1,4 @@
-"""Generated block of experiments/linformer_spectrum/README.md, from results/spectrum.json."""
+"""Generated blocks of experiments/linformer_spectrum/README.md, from results/spectrum.json."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from statistics import fmean
 
-from lowrank_jax.tables import markdown_table, prose
+from lowrank_jax.tables import markdown_table, prose, span
 
 
 def at_index(folder: Path) -> str:
@@ -30,4 +30,23 @@ def at_index(folder: Path) -> str:
     return prose(caption) + "\n\n" + table
 
 
-TABLES = {"at_index": at_index}
+def top_layer(folder: Path) -> str:
+    """The layer highest in both rows of the table, and the range over its heads."""
+    spectrum = json.loads((folder / "results" / "spectrum.json").read_text())
+    layers = spectrum["at_index"]  # [layer][head]
+    means, lowest = [fmean(heads) for heads in layers], [min(heads) for heads in layers]
+    top = max(range(len(layers)), key=means.__getitem__)
+    both = "highest in both rows" if max(lowest) == lowest[top] else "highest in the mean row"
+    text = (
+        f"Layer {top} is {both}: mean over heads {means[top]:.3f}, its {len(layers[top])} "
+        f"heads {span(layers[top], '.3f')} — in every head of layer {top} the first "
+        f"{spectrum['index']} of {spectrum['length']} singular values carry at least "
+        f"{lowest[top]:.3f} of their sum. The mean row ranges {span(means, '.3f')}; the lowest "
+        f"head of all is {min(lowest):.3f} (layer {lowest.index(min(lowest))}; a flat spectrum "
+        f"would give {spectrum['index']}/{spectrum['length']} = "
+        f"{spectrum['index'] / spectrum['length']:.2f})."
+    )
+    return prose(text)
+
+
+TABLES = {"at_index": at_index, "top_layer": top_layer}

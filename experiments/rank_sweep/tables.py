@@ -4,7 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lowrank_jax.tables import counts_note, markdown_table, read_csv, signed
+from lowrank_jax.tables import (
+    TablesError,
+    counts_note,
+    markdown_table,
+    prose,
+    read_csv,
+    signed,
+    span,
+)
+
+# (layers, width, FFN width) of each data set's runlocal model, as the README's headings
+# give them (configs/rank_sweep.py's comments); parameters() checks them against the results.
+SHAPES = {"fashion_mnist": (1, 32, 64), "listops": (2, 64, 128)}
+NAMES = {"fashion_mnist": "Fashion-MNIST", "listops": "ListOps"}
 
 
 def _kind(run: dict[str, str]) -> tuple[int, int, str]:
@@ -16,11 +29,55 @@ def _kind(run: dict[str, str]) -> tuple[int, int, str]:
     return 0, 0, "dense (reference)"
 
 
-def sweep_table(folder: Path, dataset: str, examples: str) -> str:
+def _runs(folder: Path, dataset: str) -> list[dict[str, str]]:
     runs = [
         r for r in read_csv(folder / "results" / dataset / "results.csv") if r["status"] == "done"
     ]
-    runs.sort(key=_kind)
+    return sorted(runs, key=_kind)
+
+
+def _weights(dataset: str, kind: str, rank: int | None = None) -> int:
+    """Weights of the matrices a kind factorizes: all FFN ones, or all Q/K/V/out ones.
+
+    Dense when ``rank`` is None; else the factors A [in, R] and B [R, out] of each.
+    """
+    layers, width, ffn = SHAPES[dataset]
+    shapes = [(width, ffn), (ffn, width)] if kind == "ffn" else [(width, width)] * 4
+    return layers * sum(i * o if rank is None else rank * (i + o) for i, o in shapes)
+
+
+def parameters(folder: Path) -> str:
+    """The parameters each data set's factorized points save, and the most they could."""
+    parts = []
+    for dataset, name in NAMES.items():
+        runs = _runs(folder, dataset)
+        dense = int(runs[0]["params_total"])
+        saved = []
+        for run in runs[1:]:
+            kind, rank = ("ffn", run["ffn_rank"]) if run["ffn_rank"] else ("qkv", run["qkv_rank"])
+            expected = _weights(dataset, kind) - _weights(dataset, kind, int(rank))
+            if dense - int(run["params_total"]) != expected:
+                raise TablesError(f"{dataset}: SHAPES {SHAPES[dataset]} do not match {run['name']}")
+            saved.append(1 - int(run["params_total"]) / dense)
+        layers, width, _ = SHAPES[dataset]
+        ffn, qkv = _weights(dataset, "ffn") / dense, _weights(dataset, "qkv") / dense
+        parts.append(
+            f"on {name} {span(saved, '.0%')} of the {dense:,} parameters "
+            f"(the FFN weights are {ffn:.0%} of them and the Q/K/V/out weights "
+            f"{qkv:.0%}; {layers} layer{'s' if layers > 1 else ''} of width {width})"
+        )
+    text = (
+        f'- **Parameters**: the factorized points save {"; ".join(parts)} — the "vs dense" '
+        "columns. A factorization can save at most the share of the matrices it replaces; "
+        "the rest of the model (embeddings, position table, norms, biases, classifier) is "
+        "untouched. The saving that matters is per-layer FLOPs, which grows with width "
+        "(`benchmarks/factorized_dense.py`)."
+    )
+    return prose(text, 76).replace("\n", "\n  ")
+
+
+def sweep_table(folder: Path, dataset: str, examples: str) -> str:
+    runs = _runs(folder, dataset)
     dense = next(int(r["params_total"]) for r in runs if _kind(r)[0] == 0)
     rows = []
     for run in runs:
@@ -52,4 +109,5 @@ def sweep_table(folder: Path, dataset: str, examples: str) -> str:
 TABLES = {
     "fashion_mnist": lambda folder: sweep_table(folder, "fashion_mnist", "images"),
     "listops": lambda folder: sweep_table(folder, "listops", "trees"),
+    "parameters": parameters,
 }

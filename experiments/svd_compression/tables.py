@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lowrank_jax.tables import markdown_table, prose
+from lowrank_jax.tables import count_of, markdown_table, prose, signed, stderr
 
 METHODS = ("plain", "whitened", "recovered")
 TASKS = ("trec", "reviews")
@@ -128,6 +128,40 @@ def _probes(records: list[dict]) -> str:
     )
 
 
+def _test_counts(folder: Path) -> dict[str, int]:
+    """Per probe task, the test examples: the smallest count making every accuracy whole."""
+    records = _records(folder, "ffn") + _records(folder, "attention")
+    return {t: count_of(r[f"{t}_probe"] for r in records) for t in TASKS}
+
+
+def probe_gaps(folder: Path) -> str:
+    """Each FFN-compressed model's probe accuracy minus the original's, against the noise."""
+    records, counts = _records(folder, "ffn"), _test_counts(folder)
+    by, original = _by(records), next(r for r in records if r["method"] == "original")
+    ranks = sorted({rank for rank, _ in by})
+    errors = {t: stderr(original[f"{t}_probe"], counts[t]) for t in TASKS}
+    rows = []
+    for task in TASKS:
+        cells = []
+        for method in METHODS:
+            gaps = [by[r, method][f"{task}_probe"] - original[f"{task}_probe"] for r in ranks]
+            inside = sum(abs(g) <= errors[task] + 1e-9 for g in gaps)
+            low, high = signed(min(gaps)), signed(max(gaps))
+            cells.append(
+                f"{low if low == high else f'{low} to {high}'} ({inside} of {len(gaps)} within)"
+            )
+        rows.append([f"{task} (±{errors[task]:.3f})", *cells])
+    note = (
+        f"Probe accuracy of the FFN-compressed models minus the original's, over "
+        f"R = {', '.join(map(str, ranks))}, and how many lie within one binomial standard "
+        f"error of the original (the ± beside each task: "
+        + " and ".join(f"{counts[t]:,} {t} test examples" for t in TASKS)
+        + ", the smallest counts that make every probe accuracy in `results/ffn.json` and "
+        "`results/attention.json` a whole number):"
+    )
+    return prose(note) + "\n\n" + markdown_table(["probe", *METHODS], rows, "lrrr")
+
+
 def probes(folder: Path) -> str:
     """Linear-probe accuracy of the FFN-compressed models (ffn.json)."""
     return _probes(_records(folder, "ffn"))
@@ -147,6 +181,7 @@ TABLES = {
     "ffn": ffn,
     "goal": goal,
     "probes": probes,
+    "probe_gaps": probe_gaps,
     "attention": attention,
     "attention_probes": attention_probes,
 }
