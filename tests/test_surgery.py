@@ -155,9 +155,28 @@ def test_factorize_full_rank_is_exact_and_low_rank_saves_params():
 
 
 def test_factorize_by_energy_gives_each_layer_its_rank():
-    model = factorize(Toy(nnx.Rngs(0)), r"layers\.\d+\.attention\.\w+", energy=0.9)
-    ranks = [b.attention.query.rank for b in model.layers]
-    assert all(1 <= r <= D for r in ranks)
+    """Each layer: the smallest R whose top R squared singular values keep 90% of the sum."""
+    model = Toy(nnx.Rngs(0))
+    names = ("query", "key", "value", "out")
+    # kernels with a decaying spectrum, one per layer, so the rule picks different ranks
+    rng = np.random.default_rng(0)
+    expected = {}
+    for i, block in enumerate(model.layers):
+        for j, name in enumerate(names):
+            u, _ = np.linalg.qr(rng.normal(size=(D, D)))
+            v, _ = np.linalg.qr(rng.normal(size=(D, D)))
+            s = np.exp(-np.arange(D) / (1.0 + i + 2 * j))
+            getattr(block.attention, name).kernel[...] = jnp.asarray(u @ np.diag(s) @ v.T)
+            energy = np.cumsum(s**2) / np.sum(s**2)
+            expected[i, name] = int(np.argmax(energy >= 0.9)) + 1  # smallest R reaching 0.9
+    factorize(model, r"layers\.\d+\.attention\.\w+", energy=0.9)
+    ranks = {
+        (i, name): getattr(block.attention, name).rank
+        for i, block in enumerate(model.layers)
+        for name in names
+    }
+    assert ranks == expected
+    assert len(set(ranks.values())) > 3  # the layers did get ranks of their own
 
 
 def test_factorize_inside_lora_is_an_error():

@@ -21,3 +21,16 @@ def test_quick_form_whitened_svd_keeps_the_embeddings_closer_and_recovery_trains
     assert recovered["params_kept"] == whitened["params_kept"]  # the same factors, retrained
     for row in rows.values():
         assert 0 <= row["trec_probe"] <= 1 and 0 <= row["reviews_probe"] <= 1
+
+
+def test_the_linear_probe_separates_what_is_separable_and_not_noise():
+    import numpy as np
+
+    probe = load_module(RUN).probe_accuracy
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(3, 16)) * 3.0
+    labels = rng.integers(0, 3, 600)
+    x = centers[labels] + rng.normal(size=(600, 16))
+    assert probe(x[:400], labels[:400], x[400:], labels[400:]) > 0.95  # separable classes
+    noise = rng.integers(0, 3, 600)  # labels that the features do not carry
+    assert abs(probe(x[:400], noise[:400], x[400:], noise[400:]) - 1 / 3) < 0.1
