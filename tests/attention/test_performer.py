@@ -44,6 +44,25 @@ def test_error_falls_as_features_grow():
     assert errors[0] > errors[1] > errors[2]
 
 
+def test_favor_is_far_closer_to_exact_attention_than_uniform_attention():
+    """A bound, not only a trend: a biased estimator (e.g. the ReLU kernel in softmax's
+    place, or a dropped ‖x‖²/2 term) stays near the uniform average's error."""
+    q, k, v = _qkv()
+    exact = attend(q, k, v)
+    uniform = float(jnp.mean((jnp.broadcast_to(v.mean(1, keepdims=True), v.shape) - exact) ** 2))
+    assert np.mean([_mse(256, seed) for seed in range(5)]) < 0.5 * uniform
+    relu = [
+        float(
+            jnp.mean(
+                (favor(q, k, v, random_features(jax.random.key(s), 256, 8), kernel="relu") - exact)
+                ** 2
+            )
+        )
+        for s in range(5)
+    ]
+    assert np.mean(relu) > 0.5 * uniform  # the bound tells a biased estimator apart
+
+
 def test_orthogonal_beats_iid_on_average():
     seeds = range(10)
     orthogonal = np.mean([_mse(16, s, orthogonal=True) for s in seeds])
