@@ -91,3 +91,20 @@ def torch_embed():
         return torch.nn.functional.normalize(pooled, dim=-1).numpy()
 
     return embed
+
+
+PEERS = ("torch", "transformers", "peft", "performer_pytorch", "linformer")
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say how many cross-checks against the PyTorch peers were skipped, and how to run them."""
+    skipped = [
+        report
+        for report in terminalreporter.stats.get("skipped", [])
+        if any(f"'{peer}'" in str(report.longrepr) for peer in PEERS)
+    ]
+    if skipped:
+        terminalreporter.write_line(
+            f"{len(skipped)} cross-checks against PyTorch (transformers, peft, ...) were skipped: "
+            "the reference is not installed; run `make reference`, then `make test`"
+        )
