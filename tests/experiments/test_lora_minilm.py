@@ -14,10 +14,18 @@ def _load(path: Path):
     return module
 
 
-def test_sweep_rows_are_the_lora_papers_table_2_methods():
-    points = _load(ROOT / "configs" / "lora_minilm.py").get_sweep()
+def test_sweep_rows_full_lora_ranks_all_linear_and_adapters():
+    """Full, LoRA on W_q, W_v at R = 1..64 (the paper's Table 2 has only R = 8 there, its
+    sweep over R is Table 6), LoRA R = 8 on every linear layer (ours), adapters."""
+    module = _load(ROOT / "configs" / "lora_minilm.py")
+    points = module.get_sweep()
     assert [p.get("model.lora.rank") for p in points] == [0, 1, 2, 4, 8, 16, 64, 8, 0]
     assert points[0]["train.trainable"] == "all" and points[-1]["model.adapters.bottleneck"] == 16
+    # R = 1..64 on W_q, W_v: the config's default targets
+    assert all("model.lora.targets" not in p for p in points[1:7])
+    assert points[7]["model.lora.targets"] == module.TARGETS["all"]
+    config = module.get_config("task=trec,method=lora,rank=8")
+    assert config.model.lora.targets == module.TARGETS["qv"] and config.model.lora.alpha == 16.0
 
 
 def test_subspace_similarity_phi():
