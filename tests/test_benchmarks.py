@@ -3,11 +3,14 @@
 import json
 from pathlib import Path
 
+import pytest
+
 from lowrank_jax.config import load_module
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
+@pytest.mark.slow  # a long quick form (DEVELOPERS.md)
 def test_quick_suite_reports_every_target(tmp_path):
     module = load_module(BENCHMARKS / "run.py")
     rows = module.main(["--quick", "--out", str(tmp_path)])

@@ -50,6 +50,7 @@ def test_rank_sweep_config_points():
     )
 
 
+@pytest.mark.slow  # a long quick form (DEVELOPERS.md)
 def test_sweep_runs_records_failures_resumes_and_reports(tmp_path, capsys):
     from pathlib import Path
 

@@ -1,10 +1,13 @@
 from pathlib import Path
 
+import pytest
+
 from lowrank_jax.config import load_module
 
 RUN = Path(__file__).resolve().parents[2] / "experiments" / "linformer_efficiency" / "run.py"
 
 
+@pytest.mark.slow  # a long quick form (DEVELOPERS.md)
 def test_quick_form_compares_every_projection_with_softmax():
     module = load_module(RUN)
     rows = module.main(["--quick"])

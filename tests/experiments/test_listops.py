@@ -1,5 +1,7 @@
 from pathlib import Path
 
+import pytest
+
 from lowrank_jax.config import load_module
 from lowrank_jax.report import label
 from lowrank_jax.sweep import apply_point
@@ -17,6 +19,7 @@ def test_every_point_validates():
         validate(apply_point(module.get_config("runlocal"), point))
 
 
+@pytest.mark.slow  # a long quick form (DEVELOPERS.md)
 def test_quick_form_trains_and_reports(tmp_path, tiny_listops, quick_sweep):
     def keep(point):
         rank = point.get("model.ffn.dense.rank")
@@ -39,6 +42,7 @@ def test_quick_form_trains_and_reports(tmp_path, tiny_listops, quick_sweep):
     assert by["linformer, R=16"]["params_total"] > by["softmax, dense"]["params_total"]
 
 
+@pytest.mark.slow  # a long quick form (DEVELOPERS.md)
 def test_lra_settings_points_validate_and_the_lra_performer_trains(
     tmp_path, tiny_listops, quick_sweep
 ):

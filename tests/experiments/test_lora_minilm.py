@@ -44,6 +44,7 @@ def test_subspace_similarity_phi():
     assert chance == pytest.approx(16 / 64, abs=0.03)  # random subspaces: about j / in
 
 
+@pytest.mark.slow  # a long quick form (DEVELOPERS.md)
 def test_quick_sweep_feeds_the_table_and_the_subspace_figure(tmp_path, quick_sweep):
     """LoRA R = 8 and 64 on W_q, W_v, 2 steps each on trec: both experiments read them."""
     rows = quick_sweep(

@@ -1,5 +1,7 @@
 from pathlib import Path
 
+import pytest
+
 from lowrank_jax.config import load_module
 from lowrank_jax.report import label
 
@@ -23,6 +25,7 @@ def test_listops_quick_form_sweeps_qkv_ranks(tmp_path, tiny_listops, quick_sweep
     assert dense["params_total"] - low["params_total"] == saved
 
 
+@pytest.mark.slow  # a long quick form (DEVELOPERS.md)
 def test_fashion_mnist_quick_form(tmp_path, tiny_fashion_mnist, quick_sweep):
     rows = quick_sweep(
         "rank_sweep.py",

@@ -7,6 +7,7 @@ from lowrank_jax.config import load_module
 RUN = Path(__file__).resolve().parents[2] / "experiments" / "svd_compression" / "run.py"
 
 
+@pytest.mark.slow  # a long quick form (DEVELOPERS.md)
 def test_quick_form_whitened_svd_keeps_the_embeddings_closer_and_recovery_trains():
     module = load_module(RUN)
     rows = {row["method"]: row for row in module.main(["--quick"])}
