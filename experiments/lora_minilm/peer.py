@@ -168,12 +168,10 @@ def run(task: str, method: str, seed: int, threads: int, steps: int = 0) -> dict
             if vals[-1][1] > best[0]:  # ties keep the earlier, as ours
                 best = (vals[-1][1], step, trainable_state())
     final_test = accuracy("test")
-    final = trainable_state()
     with torch.no_grad():
         for parameter, value in zip(trainable, best[2], strict=True):
             parameter.copy_(value)
     test = accuracy("test") if best[1] != train.steps else final_test
-    del final
     return {
         "task": task,
         "method": method,
@@ -207,23 +205,19 @@ def table(task: str, peer_dir: Path, ours_dir: Path) -> dict:
     result = {}
     for method in module.PEER_POINTS:
         mine, peer = ours.get(method, []), theirs.get(method, [])
-        result[method] = {
-            "ours": {
-                "test_accuracy": interval([r["test_accuracy"] for r in mine]) if mine else None,
-                "median_step_time_s": _median([r["median_step_time_s"] for r in mine]),
-                "params_trainable": mine[0]["params_trainable"] if mine else None,
-            },
-            "peft": {
-                "test_accuracy": interval([r["test_accuracy"] for r in peer]) if peer else None,
-                "median_step_time_s": _median([r["median_step_time_s"] for r in peer]),
-                "params_trainable": peer[0]["params_trainable"] if peer else None,
-            },
-        }
+        result[method] = {"ours": _side(mine), "peft": _side(peer)}
     return {"task": task, "methods": result}
 
 
-def _median(values: list[float]) -> float | None:
-    return statistics.median(values) if values else None
+def _side(runs: list[dict]) -> dict:
+    """One side's row: test accuracy (mean, 95% interval, n), median step time, parameters."""
+    if not runs:
+        return {"test_accuracy": None, "median_step_time_s": None, "params_trainable": None}
+    return {
+        "test_accuracy": interval([r["test_accuracy"] for r in runs]),
+        "median_step_time_s": statistics.median(r["median_step_time_s"] for r in runs),
+        "params_trainable": runs[0]["params_trainable"],
+    }
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -139,7 +139,8 @@ def held_stderr():
         try:
             yield held
         finally:
-            time.sleep(0.05)  # the reads still failing in TensorStore's threads
+            if held.dropped:  # let the reads still failing in TensorStore's threads print here
+                time.sleep(0.05)
             sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)

@@ -17,7 +17,6 @@ import json
 import math
 import os
 import signal
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -31,7 +30,7 @@ from lowrank_jax import build, data
 from lowrank_jax.build import load_model, validate
 from lowrank_jax.config import ConfigError
 from lowrank_jax.train import evaluate, losses, rundir, sharding
-from lowrank_jax.train.checkpoint import Checkpointer, quiet_orbax
+from lowrank_jax.train.checkpoint import Checkpointer, quiet_orbax, say
 from lowrank_jax.train.lock import RunLock
 from lowrank_jax.train.metrics import (
     MetricsWriter,
@@ -72,11 +71,6 @@ def callbacks_from_env() -> list[Callback]:
             os.kill(os.getpid(), signal.SIGKILL)
 
     return [kill]
-
-
-def _say(message: str) -> None:
-    if jax.process_index() == 0:
-        print(message, file=sys.stderr, flush=True)
 
 
 def train_and_evaluate(
@@ -151,12 +145,12 @@ def _train(config, workdir: Path, config_dict: dict, callbacks, sizes: dict) -> 
             try:
                 summary = read_json(summary_path)
             except ConfigError as error:  # written again below, from the files on disk
-                _say(f"warning: {error}; writing it again")
+                say(f"warning: {error}; writing it again")
             else:
                 checkpointer.close()
                 best.close()
                 return summary
-        _say(f"resuming {workdir} from step {start}")
+        say(f"resuming {workdir} from step {start}")
 
     peak_flops = train_cfg.peak_flops or matmul_peak_flops()
     writer = MetricsWriter(workdir, total_steps=train_cfg.steps, start_step=start)
@@ -216,7 +210,7 @@ def _train(config, workdir: Path, config_dict: dict, callbacks, sizes: dict) -> 
         if selected is not None and selected[0] != train_cfg.steps:
             restored_best = best.restore_latest(state)
             if restored_best is None:  # unreadable: the final state is what there is
-                _say(f"warning: the best checkpoint of {workdir} does not restore; using the final")
+                say(f"warning: the best checkpoint of {workdir} does not restore; using the final")
                 selected = None
             else:
                 best_state = restored_best[1]
