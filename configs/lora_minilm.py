@@ -49,9 +49,6 @@ ARGS = {
     "peer": False,
     "epochs": 3,
 }
-# Training examples per task (the seeded train split less its carved validation tenth):
-# what an epoch is for the peer rows.
-TRAIN_SIZES = {"trec": 4457, "reviews": 7711}
 
 
 def get_config(arg=None):
@@ -102,7 +99,7 @@ def get_config(arg=None):
             checkpoint_every=100,
         )
     if args.peer:  # the settings both sides share (experiments/lora_minilm/peer.py)
-        epoch = TRAIN_SIZES[args.task] // 32
+        epoch = text.TRAIN_SIZES[args.task] // 32
         config.data.max_len = 64
         config.train.update(
             steps=args.epochs * epoch,

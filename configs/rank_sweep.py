@@ -11,10 +11,12 @@ FFNs of rank 2, 4, 8, 16 (the FFN is 32 -> 64 -> 32, so 16 is half the
 break-even rank 21). A few minutes on 2 CPU cores.
 
 ``dataset=listops`` / ``dataset=fashion_mnist``: the base is that config's
-``runlocal`` (CPU scale), whose ``train.train_eval_batches`` makes the report
-show the selected model's train accuracy beside its test accuracy (the train/test
-gap); points are the dense model, factorized FFNs and factorized
-Q/K/V projections at the dataset's ranks (``experiments/rank_sweep``).
+``runlocal`` (CPU scale); ``dataset=trec``: ``configs/text.py:task=trec,overfit``,
+the regime where a dense model overfits (``experiments/seed_claims``). Their
+``train.train_eval_batches`` makes the report show the selected model's train
+accuracy beside its test accuracy (the train/test gap); points are the dense
+model, factorized FFNs and factorized Q/K/V projections at the dataset's ranks
+(``experiments/rank_sweep``).
 
 Args: ``dataset``; ``ranks`` and ``qkv_ranks`` (e.g. ``ranks=2+4+8``; ``none`` for
 no points; default per dataset); ``attention`` (e.g. ``softmax+linformer``).
@@ -32,6 +34,9 @@ DATASETS = {
     "listops": ("listops.py", "runlocal", "4+16", "4+16", "softmax"),
     # 32-wide model: FFN 32 -> 64 (break-even rank 21), Q/K/V 32 -> 32 (16)
     "fashion_mnist": ("fashion_mnist.py", "runlocal", "2+8", "2+8", "softmax"),
+    # the regime where the dense model overfits (experiments/seed_claims): from scratch on
+    # TREC's 4,457 training questions; 64-wide: FFN 64 -> 256 (break-even 51), Q/K/V (32)
+    "trec": ("text.py", "task=trec,overfit", "2+8+32", "2+8+16", "softmax"),
 }
 
 

@@ -8,8 +8,15 @@ byte-level Text task; ``tokenizer=minilm`` gives MiniLM's WordPiece ids (for
 the pretrained encoder). No paper table: these are the real-text tasks of the
 LoRA and SVD experiments.
 
+``overfit``: the regime where a dense model overfits (issue 17's test of the
+seed's claim that a low rank regularises; ``configs/rank_sweep.py:dataset=trec``):
+a from-scratch byte-level encoder (2 layers, width 64, FFN 256, no dropout) on
+the task's few thousand training texts for ``epochs`` epochs, validated on the
+whole split after every epoch.
+
 Args: ``task`` (reviews | trec | sms_spam), ``tokenizer`` (bytes | minilm),
-``runlocal``, ``attention``, ``rank`` (factorized FFN), ``lora``.
+``runlocal``, ``overfit``, ``epochs`` (with ``overfit``), ``attention``,
+``rank`` (factorized FFN), ``lora``.
 """
 
 from lowrank_jax.config import MODEL_ARGS, apply_model_args, parse_arg, train_defaults
@@ -18,7 +25,15 @@ from lowrank_jax.models import default_config as model_defaults
 
 
 def get_config(arg=None):
-    args = parse_arg(arg, task="reviews", tokenizer="bytes", runlocal=False, **MODEL_ARGS)
+    args = parse_arg(
+        arg,
+        task="reviews",
+        tokenizer="bytes",
+        runlocal=False,
+        overfit=False,
+        epochs=15,
+        **MODEL_ARGS,
+    )
     config = train_defaults()
     config.data = {
         "name": args.task,  # reviews | trec | sms_spam
@@ -41,6 +56,10 @@ def get_config(arg=None):
     model.ffn.dim = 256
     model.attention.linformer.proj_len = 64
     model.attention.performer.num_features = 64
+    if args.overfit:
+        model.update(dim=64, heads=4, num_layers=2, dropout=0.0, max_len=64)
+        model.ffn.dim = 256
+        config.data.max_len = 64  # bytes: 79% of TREC's questions fit whole (51 on average)
     apply_model_args(model, args)
     config.model = model
     config.train.update(
@@ -58,5 +77,16 @@ def get_config(arg=None):
         config.data.max_len = model.max_len = 128
         config.train.update(
             steps=300, warmup_steps=30, log_every=20, eval_every=150, checkpoint_every=150
+        )
+    if args.overfit:
+        epoch = text.TRAIN_SIZES[args.task] // 32
+        config.train.update(
+            steps=args.epochs * epoch,
+            warmup_steps=epoch,
+            log_every=epoch // 2,
+            eval_every=epoch,
+            eval_batches=0,  # the whole validation split
+            train_eval_batches=32,  # the selected model on 1,024 of its training texts
+            checkpoint_every=5 * epoch,
         )
     return config

@@ -40,6 +40,9 @@ METRICS = (
     "val_accuracy",  # the best validation accuracy: the one that selected the model
     "test_accuracy",  # the selected model on the whole test split
     "train_test_gap",
+    "final_train_accuracy",  # the same for the final model (overfitting shows here)
+    "final_test_accuracy",
+    "final_train_test_gap",
     "median_step_time_s",
 )
 COLUMNS = (*KEYS, *METRICS, "status")  # runs.csv: one row per run
@@ -69,6 +72,7 @@ def read_runs(workdir: str | Path) -> list[dict]:
         metrics = read_jsonl(run / "metrics.jsonl")
         train_accuracy = summary.get("train_accuracy")
         test_accuracy = summary.get("test_accuracy")
+        final_train, final_test = (summary.get(f"final_{k}_accuracy") for k in ("train", "test"))
         rows.append(
             {
                 "name": run.name,
@@ -84,6 +88,11 @@ def read_runs(workdir: str | Path) -> list[dict]:
                 "train_test_gap": None
                 if train_accuracy is None or test_accuracy is None
                 else train_accuracy - test_accuracy,
+                "final_train_accuracy": final_train,
+                "final_test_accuracy": final_test,
+                "final_train_test_gap": None
+                if final_train is None or final_test is None
+                else final_train - final_test,
                 "median_step_time_s": summary.get("median_step_time_s"),
                 "status": "done",
                 "seed": config.get("seed"),

@@ -61,12 +61,12 @@ def whole_split(eval_step, state, config, mesh, split: str, prefix: str) -> dict
     return mean_metrics(eval_step, state, batches, mesh, batch_size, prefix)
 
 
-def train_sample(eval_step, state, config, mesh) -> dict:
-    """``train_eval_*``: the first ``train_eval_batches`` batches of the training order."""
+def train_sample(eval_step, state, config, mesh, prefix: str = "train_eval") -> dict:
+    """``<prefix>_*``: the first ``train_eval_batches`` batches of the training order."""
     batch_size = config.train.batch_size
     rows = sharding.local_rows(mesh, batch_size)
     source = data.make_source(
         config.data, split="train", batch_size=batch_size, rows=rows, seed=config.seed
     )
     batches = [next(source) for _ in range(config.train.train_eval_batches)]
-    return mean_metrics(eval_step, state, batches, mesh, batch_size, "train_eval")
+    return mean_metrics(eval_step, state, batches, mesh, batch_size, prefix)

@@ -216,8 +216,9 @@ def _train(config, workdir: Path, config_dict: dict, callbacks, sizes: dict) -> 
                 best_state = restored_best[1]
         scores = evaluate.whole_split(eval_step, best_state, config, mesh, "test", "test")
         scores |= evaluate.whole_split(eval_step, state, config, mesh, "test", "final_test")
-        if train_cfg.train_eval_batches:
+        if train_cfg.train_eval_batches:  # the selected model's and the final one's
             scores |= evaluate.train_sample(eval_step, best_state, config, mesh)
+            scores |= evaluate.train_sample(eval_step, state, config, mesh, "final_train")
     finally:
         with contextlib.ExitStack() as closing:  # every one closed, even if one fails (full disk)
             closing.callback(writer.close)
@@ -256,6 +257,7 @@ def _selection(records: list[dict], selected, scores: dict) -> dict:
         "final_test_accuracy": scores.get("final_test_accuracy"),
         "final_test_loss": scores.get("final_test_loss"),
         "train_accuracy": scores.get("train_eval_accuracy"),
+        "final_train_accuracy": scores.get("final_train_accuracy"),
         # the keys of the previous round, for one more round
         "best_eval_accuracy": at_best.get("val_accuracy"),
         "final_train_eval_accuracy": scores.get("train_eval_accuracy"),

@@ -88,6 +88,8 @@ def test_text_counts_and_fixed_splits(task, total, per_class):
     splits = text.split(task)
     assert len(splits["test"][0]) == text.TEST_SIZES[task]
     assert len(splits["train"][0]) + len(splits["test"][0]) == total
+    rest = len(splits["train"][0])  # less the validation tenth pipeline.split_source carves
+    assert text.TRAIN_SIZES[task] == rest - round(pipeline.VALIDATION_FRACTION * rest)
     assert text.split(task)["test"][0][:5] == splits["test"][0][:5]  # seeded, fixed
 
 

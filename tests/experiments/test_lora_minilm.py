@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from lowrank_jax.config import load_module
+from lowrank_jax.data import text
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -83,7 +84,7 @@ def test_peer_rows_share_our_settings():
     points = module.get_sweep("task=trec,peer")
     assert points == list(module.PEER_POINTS.values())
     config = module.get_config("task=trec,peer")
-    epoch = module.TRAIN_SIZES["trec"] // 32
+    epoch = text.TRAIN_SIZES["trec"] // 32
     assert (config.train.steps, config.train.eval_every, config.data.max_len) == (
         3 * epoch,
         epoch,

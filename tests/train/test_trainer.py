@@ -402,6 +402,12 @@ def test_train_accuracy_is_the_selected_models_on_the_first_training_batches(tmp
     assert row["train_accuracy"] == summary["train_accuracy"]
     assert row["test_accuracy"] == summary["test_accuracy"]
     assert row["train_test_gap"] == row["train_accuracy"] - row["test_accuracy"]
+    # the final model's own sample: here it is the selected one, so the same figure
+    assert summary["final_train_accuracy"] == summary["train_accuracy"]
+    assert (
+        row["final_train_test_gap"]
+        == summary["final_train_accuracy"] - summary["final_test_accuracy"]
+    )
 
 
 @pytest.mark.slow
