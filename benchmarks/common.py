@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import operator
 from pathlib import Path
 
 from lowrank_jax import bench
@@ -12,16 +13,27 @@ from lowrank_jax import bench
 PASS, SHORT, INFO = "pass", "falls short", "—"
 
 
-def target(name: str, measured: str, goal: str, ok: bool | None, **data) -> dict:
+OPS = {"<=": operator.le, ">=": operator.ge, "==": operator.eq}
+
+
+def target(name: str, measured: str, goal: str, checks: list | None, **data) -> dict:
     """One row of the report: what was measured against which goal, and the verdict.
 
-    ``ok`` None: reported only (no goal, or the comparison could not run here).
+    ``checks``: the goal as ``(quantity, value, op, bound)`` tuples, op one of
+    ``OPS``; the row passes when every one holds, and keeps them (the verdict can
+    be recomputed from the row). None: reported only (no goal, or the comparison
+    could not run here).
     """
+    if checks is None:
+        status = INFO
+    else:
+        status = PASS if all(OPS[op](value, bound) for _, value, op, bound in checks) else SHORT
     return {
         "target": name,
         "measured": measured,
         "goal": goal,
-        "status": INFO if ok is None else PASS if ok else SHORT,
+        "status": status,
+        "checks": checks,
         **data,
     }
 

@@ -48,7 +48,8 @@ def targets(quick: bool) -> list[dict]:
             f"7. trainer ({steps} steps of configs/tiny.py): step traces, implicit transfers",
             f"failed: {error}" if error else f"{traces} trace(s), no implicit transfer",
             "1 trace, none",
-            error is None and traces == 1,
+            [("implicit transfers", int(error is not None), "==", 0)]
+            + [("step traces", traces, "==", 1)] * (error is None),
         )
     ]
 

@@ -79,6 +79,14 @@ def compiled_bytes(compiled) -> int:
     )
 
 
+def compiled_flops(compiled) -> float:
+    """XLA's FLOP count of a compiled program (its cost analysis; deterministic)."""
+    analysis = compiled.cost_analysis()
+    if isinstance(analysis, list):  # older jax: one dict per program
+        analysis = analysis[0]
+    return float(analysis["flops"])
+
+
 def _batch(model_config, batch_size: int, length: int, seed: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     return {
@@ -138,7 +146,7 @@ def largest_batch(model_config, length: int, limit_bytes: int) -> int:
 class EncoderForward:
     """Inference: the jitted forward pass (eval mode) of ``model_config`` on one device.
 
-    ``seconds(repeats)`` and ``bytes`` as for ``EncoderStep``.
+    ``seconds(repeats)``, ``bytes`` and ``flops`` as for ``EncoderStep``.
     """
 
     def __init__(self, model_config, batch_size: int, length: int, seed: int = 0):
@@ -153,6 +161,7 @@ class EncoderForward:
         args = (self.state, self.batch["tokens"], self.batch["mask"])
         self.compiled = jax.jit(forward).lower(*args).compile()
         self.bytes = compiled_bytes(self.compiled)
+        self.flops = compiled_flops(self.compiled)
 
     def seconds(self, repeats: int) -> float:
         """Median seconds per forward pass (compiled before; the warm-up call is not counted)."""
@@ -167,8 +176,9 @@ class EncoderStep:
     ``EncoderStep(model_config, train_config, batch_size, length)`` builds it by
     ``build.train_state``, as the trainer does; ``seconds(repeats)`` runs real
     optimizer steps (state threaded through, as in training), ``bytes`` is the
-    step program's compiled footprint and ``optimizer_bytes`` its optimizer
-    state; ``train_config.trainable`` picks what trains.
+    step program's compiled footprint, ``flops`` XLA's count of its FLOPs and
+    ``optimizer_bytes`` its optimizer state; ``train_config.trainable`` picks what
+    trains.
     """
 
     def __init__(
@@ -190,6 +200,7 @@ class EncoderStep:
         # One compilation, used for both the memory account and the timed steps.
         self.compiled = self.step.lower(self.state, self.batch).compile()
         self.bytes = compiled_bytes(self.compiled)
+        self.flops = compiled_flops(self.compiled)
 
     def _run(self):
         self.state, metrics = self.compiled(self.state, self.batch, self.step.teacher_state)

@@ -51,6 +51,8 @@ def measure(lengths, proj_lens, batch, repeats, tiny) -> list[dict]:
                     "linformer_s": seconds,
                     "softmax_bytes": base.bytes,
                     "linformer_bytes": forward.bytes,
+                    "softmax_flops": base.flops,
+                    "linformer_flops": forward.flops,
                     "time_saved": base_s / seconds,
                     "memory_saved": base.bytes / forward.bytes,
                 }

@@ -92,7 +92,9 @@ def measure(lengths, batch, repeats, ffn_rank, quick, max_exact) -> list[dict]:
                 )
                 seconds = step.seconds(repeats)
                 row = {"model": name, "length": length, "step_s": seconds, "bytes": step.bytes}
-                rows.append(row | {"status": "done", "traces": step.step.traces})
+                rows.append(
+                    row | {"flops": step.flops, "status": "done", "traces": step.step.traces}
+                )
                 print(
                     f"N={length:>6} {name:<24} {seconds * 1e3:9.1f} ms/step "
                     f"{step.bytes / 2**20:9.1f} MiB",
