@@ -6,7 +6,12 @@ device) of LRA's byte-level text model (4 layers, embedding 256, 4 heads, MLP
 attention, each with a dense and a factorized FFN (rank 64), at sequence
 lengths N, and the compiled step's memory (XLA's account: arguments + outputs
 + temporaries - donated). Ratios are to the Transformer (softmax, dense FFN) at
-the same N, measured in the same run.
+the same N, measured in the same run. Beside them, with a dense FFN, the two
+with LRA's own text settings (``LRA_SETTINGS``, from its released
+``text_classification/configs``): Linformer ``low_rank_features = 32`` (one
+projection for keys and values, our sharing ``kv``) and the Performer's default
+generalized attention, the ReLU kernel on the queries and keys themselves
+(``features_type = 'deterministic'``, no random features).
 
 The exact-attention baseline is also timed alone (forward + backward of
 softmax attention at [B, N, 4, 64]) against PyTorch's
@@ -34,11 +39,20 @@ from lowrank_jax.config import train_defaults
 HERE = Path(__file__).parent
 KINDS = ("softmax", "linformer", "performer")
 HEADS = 4
+# model name -> (kind, its options): LRA's text configs, dense FFN (see the docstring)
+LRA_SETTINGS = {
+    "linformer, LRA's P=32 kv": ("linformer", {"proj_len": 32, "sharing": "kv"}),
+    "performer, LRA's ReLU deterministic": (
+        "performer",
+        {"kernel": "relu", "features_type": "deterministic"},
+    ),
+}
 
 
-def model_config(length: int, kind: str, ffn_rank: int, quick: bool):
+def model_config(length: int, kind: str, ffn_rank: int, quick: bool, options=None):
     model = bench.lra_text_config(length, tiny=quick)
     model.attention.kind = kind
+    model.attention[kind].update(options or {})
     if ffn_rank:
         model.ffn.dense.kind, model.ffn.dense.rank = "factorized", ffn_rank
     return model
@@ -78,29 +92,29 @@ def jax_attention_seconds(batch: int, length: int, head_dim: int, repeats: int) 
 def measure(lengths, batch, repeats, ffn_rank, quick, max_exact) -> list[dict]:
     train = train_defaults().train
     rows = []
+    models = [
+        (f"{kind}{f', FFN R={rank}' if rank else ''}", kind, rank, {})
+        for kind in KINDS
+        for rank in (0, ffn_rank)
+        if not (quick and rank and kind != "softmax")  # quick: one factorized variant
+    ] + [(name, kind, 0, options) for name, (kind, options) in LRA_SETTINGS.items()]
     for length in lengths:
-        for kind in KINDS:
-            for rank in (0, ffn_rank):
-                name = f"{kind}{f', FFN R={rank}' if rank else ''}"
-                if quick and rank and kind != "softmax":
-                    continue  # the quick form: one factorized variant is enough to check
-                if kind == "softmax" and length > max_exact:
-                    rows.append({"model": name, "length": length, "status": "not run"})
-                    continue
-                step = bench.EncoderStep(
-                    model_config(length, kind, rank, quick), train, batch, length
-                )
-                seconds = step.seconds(repeats)
-                row = {"model": name, "length": length, "step_s": seconds, "bytes": step.bytes}
-                rows.append(
-                    row | {"flops": step.flops, "status": "done", "traces": step.step.traces}
-                )
-                print(
-                    f"N={length:>6} {name:<24} {seconds * 1e3:9.1f} ms/step "
-                    f"{step.bytes / 2**20:9.1f} MiB",
-                    flush=True,
-                )
-                del step
+        for name, kind, rank, options in models:
+            if kind == "softmax" and length > max_exact:
+                rows.append({"model": name, "length": length, "status": "not run"})
+                continue
+            step = bench.EncoderStep(
+                model_config(length, kind, rank, quick, options), train, batch, length
+            )
+            seconds = step.seconds(repeats)
+            row = {"model": name, "length": length, "step_s": seconds, "bytes": step.bytes}
+            rows.append(row | {"flops": step.flops, "status": "done", "traces": step.step.traces})
+            print(
+                f"N={length:>6} {name:<24} {seconds * 1e3:9.1f} ms/step "
+                f"{step.bytes / 2**20:9.1f} MiB",
+                flush=True,
+            )
+            del step
     reference = {r["length"]: r for r in rows if r["model"] == "softmax" and "step_s" in r}
     for row in rows:
         base = reference.get(row["length"])

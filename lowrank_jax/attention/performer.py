@@ -13,7 +13,10 @@ Orthogonal random features (Section 2.4) lower the estimator's variance. The
 causal variant (Section 2.6) uses prefix sums over the sequence; its largest
 intermediate is [B, N, H, M, K], and it is exactly causal: the keys' stabiliser
 is a running maximum, so no output sees a later token, to the last bit.
-``kernel="relu"`` is the generalized kernel φ(x) = relu(ωᵀx)/√M. Numerics
+``kernel="relu"`` is the generalized kernel φ(x) = relu(ωᵀx)/√M; with
+``features_type="deterministic"`` (LRA's default outside ListOps) there is no ω:
+φ(x) = relu(x) + 0.001 on the queries and keys themselves (M = K), linear
+attention with ReLU features, as LRA's ``make_fast_generalized_attention``. Numerics
 follow the reference implementation: each query's features are stabilised by
 subtracting their max (it cancels in the ratio) and the keys' by one max over
 all real keys and features (causal: over the keys so far); a small constant
@@ -32,6 +35,7 @@ from jaxtyping import Array, Bool, Float
 from lowrank_jax.config import check_choice, check_int, fail
 
 KERNELS = ("softmax", "relu")
+FEATURES_TYPES = ("random", "deterministic")
 REDRAW = ("fixed", "step", "call")
 SCALING = ("chi", "sqrt")
 _STABILIZER = {"softmax": 1e-6, "relu": 1e-3}
@@ -74,15 +78,20 @@ def random_features(
 
 def feature_map(
     x: Float[Array, "B N H K"],
-    features: Float[Array, "M K"],
+    features: Float[Array, "M K"] | None,
     *,
     kernel: str = "softmax",
     is_query: bool,
     mask: Bool[Array, "B N"] | None = None,
 ) -> Float[Array, "B N H M"]:
-    """φ(x) for queries or keys (float32); padded keys get φ = 0."""
+    """φ(x) for queries or keys (float32); padded keys get φ = 0.
+
+    ``features`` None: deterministic (relu kernel only), φ(x) = relu(x) + 0.001.
+    """
     check_choice(kernel, "kernel", KERNELS)
-    num_features = features.shape[0]
+    if features is None and kernel != "relu":
+        fail("kernel", "'relu' with deterministic features (no random projection)", kernel)
+    num_features = x.shape[-1] if features is None else features.shape[0]
     projected = _projected(x, features, kernel)  # [B, N, H, M]
     if kernel == "relu":
         phi = jax.nn.relu(projected) + _STABILIZER[kernel]
@@ -102,7 +111,12 @@ def feature_map(
 
 
 def _projected(x: Float[Array, "B N H K"], features, kernel: str) -> Float[Array, "B N H M"]:
-    """ωᵀx on x scaled by K^(-1/4); for the softmax kernel less ‖x‖²/2 (the exponent)."""
+    """ωᵀx on x scaled by K^(-1/4); for the softmax kernel less ‖x‖²/2 (the exponent).
+
+    No ``features`` (deterministic): x itself, unscaled, as LRA's generalized kernel.
+    """
+    if features is None:
+        return x.astype(jnp.float32)
     x = x.astype(jnp.float32) * x.shape[-1] ** -0.25
     projected = jnp.einsum("bnhk,mk->bnhm", x, features.astype(jnp.float32))
     if kernel == "softmax":
@@ -113,7 +127,7 @@ def _projected(x: Float[Array, "B N H K"], features, kernel: str) -> Float[Array
 def _causal_sums(
     k: Float[Array, "B N H K"],
     values: Float[Array, "B N H E"],
-    features: Float[Array, "M K"],
+    features: Float[Array, "M K"] | None,
     mask: Bool[Array, "B N"] | None,
     kernel: str,
 ) -> Float[Array, "B N H M E"]:
@@ -124,12 +138,12 @@ def _causal_sums(
     rescaled whenever the maximum grows), never by a maximum that has seen the
     future; with the stabilising constant added relative to that running maximum.
     """
-    num_features = features.shape[0]
     if mask is not None:
         values = values * mask[:, :, None, None]
     if kernel == "relu":
         phi_k = feature_map(k, features, kernel=kernel, is_query=False, mask=mask)
         return jnp.cumsum(jnp.einsum("bnhm,bnhe->bnhme", phi_k, values), axis=1)
+    num_features = features.shape[0]
     exponent = _projected(k, features, kernel)
     # each key's own maximum (padded keys: a floor that any real key overrides)
     own = jax.lax.stop_gradient(jnp.max(exponent, axis=-1, keepdims=True))  # [B, N, H, 1]
@@ -155,7 +169,7 @@ def favor(
     q: Float[Array, "B N H K"],
     k: Float[Array, "B N H K"],
     v: Float[Array, "B N H K"],
-    features: Float[Array, "M K"],
+    features: Float[Array, "M K"] | None,
     mask: Bool[Array, "B N"] | None = None,
     causal: bool = False,
     kernel: str = "softmax",
@@ -204,6 +218,9 @@ class PerformerAttention(nnx.Module):
         seeds ``PRNGKey(ceil(sum(q)·1e7))``, we fold the bits of sum(q) into a key,
         so the features depend on the batch, not on a counter).
       orthogonal, scaling: see ``random_features``.
+      features_type: ``"random"`` (ω drawn as above) or ``"deterministic"``
+        (kernel ``"relu"`` only: no ω, φ on q and k themselves, M = K;
+        ``num_features``, ``redraw``, ``orthogonal`` and ``scaling`` do not apply).
       dropout: must be 0 (see ``check``).
       rngs: random streams (``params`` for the fixed features, ``features``).
     """
@@ -219,6 +236,7 @@ class PerformerAttention(nnx.Module):
         redraw: str = "fixed",
         orthogonal: bool = True,
         scaling: str = "chi",
+        features_type: str = "random",
         dropout: float = 0.0,
         shared: dict | None = None,
         rngs: nnx.Rngs,
@@ -232,6 +250,7 @@ class PerformerAttention(nnx.Module):
             redraw=redraw,
             orthogonal=orthogonal,
             scaling=scaling,
+            features_type=features_type,
         )
         self.num_features = num_features
         self.head_dim = head_dim
@@ -239,8 +258,12 @@ class PerformerAttention(nnx.Module):
         self.redraw = redraw
         self.orthogonal = orthogonal
         self.scaling = scaling
-        self.features = RandomFeatures(self._draw(rngs.params()))
-        self.rngs = rngs["features"].fork() if redraw == "step" else nnx.data(None)
+        self.features_type = features_type
+        if features_type == "deterministic":
+            self.features, self.rngs = nnx.data(None), nnx.data(None)
+        else:
+            self.features = RandomFeatures(self._draw(rngs.params()))
+            self.rngs = rngs["features"].fork() if redraw == "step" else nnx.data(None)
         self.deterministic = False
 
     def _draw(self, key: jax.Array) -> Float[Array, "M K"]:
@@ -263,6 +286,7 @@ class PerformerAttention(nnx.Module):
         redraw: str,
         orthogonal: bool,
         scaling: str,
+        features_type: str = "random",
     ) -> None:
         """The options' checks (``ConfigError`` naming ``performer.<option>``).
 
@@ -283,9 +307,19 @@ class PerformerAttention(nnx.Module):
         if not isinstance(orthogonal, bool):
             fail("performer.orthogonal", "true or false", orthogonal)
         check_choice(scaling, "performer.scaling", SCALING)
+        check_choice(features_type, "performer.features_type", FEATURES_TYPES)
+        if features_type == "deterministic" and kernel != "relu":
+            fail(
+                "performer.features_type",
+                "'random' with kernel 'softmax' ('deterministic' is for kernel 'relu': "
+                "no random projection, as LRA's generalized attention)",
+                features_type,
+            )
 
-    def features_for(self, q: Float[Array, "B N H K"]) -> Float[Array, "M K"]:
-        """The random features this call uses (see ``redraw``)."""
+    def features_for(self, q: Float[Array, "B N H K"]) -> Float[Array, "M K"] | None:
+        """The random features this call uses (see ``redraw``); None when deterministic."""
+        if self.features_type == "deterministic":
+            return None
         if self.redraw == "call":
             total = jnp.sum(q, dtype=jnp.float32)
             bits = jax.lax.bitcast_convert_type(total, jnp.uint32)

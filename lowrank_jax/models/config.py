@@ -82,7 +82,8 @@ def default_config() -> ml_collections.ConfigDict:
                 # softmax.implementation: auto (blocked on CPU from N = 1024) | xla | cudnn |
                 # blocked; linformer: P, sharing none | headwise | kv | layerwise; performer:
                 # M random features, kernel softmax | relu, redraw fixed | step | call (LRA's:
-                # every call, eval included), orthogonal, scaling chi | sqrt
+                # every call, eval included), orthogonal, scaling chi | sqrt, features_type
+                # random | deterministic (relu kernel on q, k themselves: LRA's text default)
                 **{kind: options_of(kind) for kind in ATTENTION},
             },
             "ffn": {

@@ -165,11 +165,11 @@ def test_attention_dropout_is_rejected_not_ignored():
         make_attention("performer", 16, 2, max_len=8, dropout=0.1, rngs=nnx.Rngs(0))
 
 
-@pytest.mark.parametrize("kernel", ["softmax", "relu"])
-def test_causal_outputs_before_t_are_bitwise_blind_to_tokens_from_t(kernel):
+@pytest.mark.parametrize(("kernel", "drawn"), [("softmax", True), ("relu", True), ("relu", False)])
+def test_causal_outputs_before_t_are_bitwise_blind_to_tokens_from_t(kernel, drawn):
     """Changing keys and values at positions >= t, even to large values, changes nothing < t."""
     q, k, v = _qkv(n=24)
-    features = random_features(jax.random.key(1), 16, 8)
+    features = random_features(jax.random.key(1), 16, 8) if drawn else None  # or deterministic
     mask = jnp.broadcast_to(jnp.arange(24) < 20, (2, 24))
     before = np.asarray(favor(q, k, v, features, mask, causal=True, kernel=kernel))
     for t in (1, 7, 16):
@@ -179,3 +179,44 @@ def test_causal_outputs_before_t_are_bitwise_blind_to_tokens_from_t(kernel):
         after = np.asarray(favor(q2, k2, v2, features, mask, causal=True, kernel=kernel))
         np.testing.assert_array_equal(after[:, :t], before[:, :t])
         assert np.abs(after[:, t:20] - before[:, t:20]).max() > 1e-3  # the future did change
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_deterministic_features_are_lras_relu_linear_attention(causal):
+    """LRA's generalized attention: φ = relu(x) + 0.001 on q and k themselves, no ω."""
+    q, k, v = _qkv(n=12)
+    mask = jnp.broadcast_to(jnp.arange(12) < 10, (2, 12))
+    phi_q, phi_k = jax.nn.relu(q) + 1e-3, (jax.nn.relu(k) + 1e-3) * mask[:, :, None, None]
+    scores = jnp.einsum("bnhm,bshm->bhns", phi_q, phi_k)
+    if causal:
+        scores = scores * jnp.tril(jnp.ones((12, 12)))
+    expected = (
+        jnp.einsum("bhns,bshk->bnhk", scores, v) / scores.sum(-1).transpose(0, 2, 1)[..., None]
+    )
+    out = favor(q, k, v, None, mask, causal=causal, kernel="relu")
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+    mixer = performer.PerformerAttention(
+        heads=2,
+        head_dim=8,
+        max_len=12,
+        kernel="relu",
+        features_type="deterministic",
+        rngs=nnx.Rngs(0),
+    )
+    assert mixer.features_for(q) is None and not nnx.state(mixer, performer.RandomFeatures)
+    if not causal:  # the mixer (bidirectional, as in the encoder)
+        np.testing.assert_allclose(mixer(q, k, v, mask), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_deterministic_features_need_the_relu_kernel():
+    with pytest.raises(ValueError, match=r"^performer.features_type: must be 'random' with kernel"):
+        make_attention(
+            "performer",
+            8,
+            2,
+            max_len=8,
+            options={"features_type": "deterministic"},
+            rngs=nnx.Rngs(0),
+        )
+    with pytest.raises(ValueError, match=r"^kernel: must be 'relu' with deterministic"):
+        performer.feature_map(jnp.ones((1, 2, 1, 4)), None, is_query=True)
