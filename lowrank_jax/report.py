@@ -136,6 +136,27 @@ def interval(values: list[float]) -> dict:
     }
 
 
+def difference(values: list[float], reference: list[float]) -> dict:
+    """``{"mean", "ci95"}`` of mean(values) - mean(reference): Welch's 95% interval.
+
+    The half-width is Student t at the Welch–Satterthwaite degrees of freedom
+    times the standard error of the difference (unequal variances, the two
+    samples independent); None when either sample has fewer than 2 values.
+
+    Example:
+      >>> {k: round(v, 3) for k, v in difference([3.0, 4.0, 5.0], [1.0, 2.0, 3.0]).items()}
+      {'mean': 2.0, 'ci95': 2.267}
+    """
+    mean = float(np.mean(values) - np.mean(reference))
+    if len(values) < 2 or len(reference) < 2:
+        return {"mean": mean, "ci95": None}
+    a, b = (np.var(x, ddof=1) / len(x) for x in (values, reference))
+    if a + b == 0:
+        return {"mean": mean, "ci95": 0.0}
+    dof = (a + b) ** 2 / (a**2 / (len(values) - 1) + b**2 / (len(reference) - 1))
+    return {"mean": mean, "ci95": float(scipy.stats.t.ppf(0.975, dof) * math.sqrt(a + b))}
+
+
 def aggregate(rows: list[dict]) -> list[dict]:
     """One row per point: its keys, and for every metric ``<metric>`` (the mean),
     ``<metric>_std``, ``<metric>_ci95`` over its finished seeds, ``n`` the seeds.

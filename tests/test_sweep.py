@@ -177,3 +177,17 @@ def test_a_damaged_run_file_stops_report_in_one_line_naming_it(
     assert not (workdir / "results.md").exists()
     if file == "summary.json":  # a sweep rerun trains that point again (the trainer heals it)
         assert not _finished(run, json.loads((run / "config.json").read_text()))
+
+
+def test_difference_is_welchs_interval():
+    import scipy.stats
+
+    from lowrank_jax.report import difference
+
+    low, high = [0.61, 0.64, 0.60, 0.66], [0.70, 0.71, 0.69]
+    welch = scipy.stats.ttest_ind(low, high, equal_var=False).confidence_interval()
+    got = difference(low, high)
+    assert got["mean"] == pytest.approx((welch.low + welch.high) / 2)
+    assert got["ci95"] == pytest.approx((welch.high - welch.low) / 2)
+    assert difference([1.0], [0.0, 1.0])["ci95"] is None  # one seed: no interval
+    assert difference([1.0, 1.0], [0.5, 0.5]) == {"mean": 0.5, "ci95": 0.0}
