@@ -79,70 +79,108 @@ def schedule(config, step: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(step - warmup, steps - warmup) / (steps - warmup)))
 
 
+class Peer:
+    """The peer's model for a config: MiniLM (+ peft LoRA), a mean-pooling head, AdamW.
+
+    ``step(tokens, mask, labels, dynamic=True)`` is one training step; with
+    ``dynamic`` the batch is cut to its longest sentence (peft users' padding),
+    else it keeps our fixed N.
+    """
+
+    def __init__(self, config):
+        import peft
+        import torch
+        import transformers
+
+        self.torch = torch
+        folder = str(pretrained.model_dir("all-MiniLM-L6-v2"))
+        encoder = transformers.AutoModel.from_pretrained(folder, add_pooling_layer=False)
+        lora = config.model.lora
+        if lora.rank:
+            encoder = peft.get_peft_model(
+                encoder,
+                peft.LoraConfig(
+                    r=lora.rank,
+                    lora_alpha=lora.alpha,
+                    lora_dropout=lora.dropout,
+                    target_modules=PEFT_TARGETS[lora.targets],
+                    bias="none",
+                ),
+            )
+        self.encoder = encoder
+        self.head = torch.nn.Linear(encoder.config.hidden_size, config.model.num_classes)
+        parameters = [*encoder.parameters(), *self.head.parameters()]
+        self.trainable = [p for p in parameters if p.requires_grad]
+        train = config.train
+        self.clip = train.grad_clip
+        self.optimizer = torch.optim.AdamW(
+            [
+                {
+                    "params": [p for p in self.trainable if p.ndim >= 2],
+                    "weight_decay": train.weight_decay,
+                },
+                {"params": [p for p in self.trainable if p.ndim < 2], "weight_decay": 0.0},
+            ],
+            lr=train.learning_rate,
+            betas=(train.b1, train.b2),
+            eps=1e-8,
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: schedule(config, s)
+        )
+        self.train(True)
+
+    def train(self, mode: bool) -> None:
+        self.encoder.train(mode)
+        self.head.train(mode)
+
+    def logits(self, tokens: np.ndarray, mask: np.ndarray, dynamic: bool = True):
+        torch = self.torch
+        longest = int(mask.sum(1).max()) if dynamic else mask.shape[1]
+        ids = torch.from_numpy(tokens[:, :longest].astype(np.int64))
+        attention = torch.from_numpy(mask[:, :longest].astype(np.int64))
+        hidden = self.encoder(input_ids=ids, attention_mask=attention).last_hidden_state
+        weights = attention.unsqueeze(-1).float()
+        return self.head((hidden * weights).sum(1) / weights.sum(1))
+
+    def step(self, tokens, mask, labels, dynamic: bool = True) -> None:
+        torch = self.torch
+        loss = torch.nn.functional.cross_entropy(
+            self.logits(tokens, mask, dynamic), torch.from_numpy(labels.astype(np.int64))
+        )
+        self.optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.trainable, self.clip)
+        self.optimizer.step()
+        self.scheduler.step()
+
+
 def run(task: str, method: str, seed: int, threads: int, steps: int = 0) -> dict:
     """One peer run: train, select the best epoch on validation, score it on test."""
     import peft
     import torch
-    import transformers
 
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     config = config_of(task, method, steps)
     data = {split: arrays(config.data, split) for split in ("train", "validation", "test")}
-    folder = str(pretrained.model_dir("all-MiniLM-L6-v2"))
-    encoder = transformers.AutoModel.from_pretrained(folder, add_pooling_layer=False)
-    lora = config.model.lora
-    if lora.rank:
-        encoder = peft.get_peft_model(
-            encoder,
-            peft.LoraConfig(
-                r=lora.rank,
-                lora_alpha=lora.alpha,
-                lora_dropout=lora.dropout,
-                target_modules=PEFT_TARGETS[lora.targets],
-                bias="none",
-            ),
-        )
-    head = torch.nn.Linear(encoder.config.hidden_size, config.model.num_classes)
-    trainable = [p for p in [*encoder.parameters(), *head.parameters()] if p.requires_grad]
-    train = config.train
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": [p for p in trainable if p.ndim >= 2], "weight_decay": train.weight_decay},
-            {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0},
-        ],
-        lr=train.learning_rate,
-        betas=(train.b1, train.b2),
-        eps=1e-8,
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: schedule(config, s))
-
-    def logits(tokens: np.ndarray, mask: np.ndarray):
-        longest = int(mask.sum(1).max())  # dynamic padding: the batch's longest sentence
-        ids = torch.from_numpy(tokens[:, :longest].astype(np.int64))
-        attention = torch.from_numpy(mask[:, :longest].astype(np.int64))
-        hidden = encoder(input_ids=ids, attention_mask=attention).last_hidden_state
-        weights = attention.unsqueeze(-1).float()
-        return head((hidden * weights).sum(1) / weights.sum(1))
+    peer = Peer(config)
+    trainable, train = peer.trainable, config.train
 
     def accuracy(split: str) -> float:
-        encoder.eval()
-        head.eval()
+        peer.train(False)
         part, correct = data[split], 0
         with torch.no_grad():
             for start in range(0, len(part["label"]), 64):
                 rows = slice(start, start + 64)
-                predicted = logits(part["tokens"][rows], part["mask"][rows]).argmax(-1).numpy()
-                correct += int((predicted == part["label"][rows]).sum())
-        encoder.train()
-        head.train()
+                predicted = peer.logits(part["tokens"][rows], part["mask"][rows]).argmax(-1)
+                correct += int((predicted.numpy() == part["label"][rows]).sum())
+        peer.train(True)
         return correct / len(part["label"])
 
     def trainable_state() -> list:
         return [p.detach().clone() for p in trainable]
 
-    encoder.train()
-    head.train()
     generator = torch.Generator().manual_seed(seed)
     size, batch = len(data["train"]["label"]), train.batch_size
     order, at, times, vals = [], 0, [], []
@@ -153,15 +191,7 @@ def run(task: str, method: str, seed: int, threads: int, steps: int = 0) -> dict
         rows = order[at : at + batch]
         at += batch
         began = time.perf_counter()
-        loss = torch.nn.functional.cross_entropy(
-            logits(data["train"]["tokens"][rows], data["train"]["mask"][rows]),
-            torch.from_numpy(data["train"]["label"][rows].astype(np.int64)),
-        )
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trainable, train.grad_clip)
-        optimizer.step()
-        scheduler.step()
+        peer.step(*(data["train"][key][rows] for key in ("tokens", "mask", "label")))
         times.append(time.perf_counter() - began)
         if step % train.eval_every == 0 or step == train.steps:
             vals.append((step, accuracy("validation")))
@@ -190,40 +220,116 @@ def run(task: str, method: str, seed: int, threads: int, steps: int = 0) -> dict
     }
 
 
-def table(task: str, peer_dir: Path, ours_dir: Path) -> dict:
-    """Both sides per method: test accuracy (mean, 95% interval, n), step time, parameters."""
+def time_steps(task: str, methods: list[str], threads: int, count: int, rounds: int) -> dict:
+    """Each side's training step on the same ``count`` training batches, quiet machine.
+
+    Ours: the trainer's jitted step (``build.train_state``) at our fixed N; the
+    peer's: its step with dynamic padding (what it trains with) and padded to our
+    N (what padding costs it). ``rounds`` alternate the sides, so a slow minute
+    hits every side; each figure is the median over its timed steps (a first
+    step on a spare batch, which compiles or warms up, is not timed).
+    """
+    import torch
+
+    torch.set_num_threads(threads)
+    methods_times = {
+        method: _time_method(config_of(task, method), count, rounds) for method in methods
+    }
+    return {"threads": threads, "batches": count, "rounds": rounds, "methods": methods_times}
+
+
+def _time_method(config, count: int, rounds: int) -> dict:
+    import jax
+
+    from lowrank_jax import build
+    from lowrank_jax.train import sharding
+
+    data, size = arrays(config.data, "train"), config.train.batch_size
+    order = np.random.default_rng(0).permutation(len(data["label"]))[: (count + 1) * size]
+    batches = [
+        {key: value[order[i * size : (i + 1) * size]] for key, value in data.items()}
+        for i in range(count + 1)
+    ]
+    run = build.train_state(config, build.single_device_mesh())
+    state = {"now": run.state}
+    placed = [sharding.place_batch(b, run.mesh, size) for b in batches]
+    peer = Peer(config)
+
+    def ours(i: int) -> None:
+        state["now"], metrics = run.train_step(state["now"], placed[i])
+        jax.block_until_ready(metrics)
+
+    def theirs(i: int, dynamic: bool) -> None:
+        peer.step(*(batches[i][k] for k in ("tokens", "mask", "label")), dynamic=dynamic)
+
+    sides = {
+        "ours": ours,
+        "peft_dynamic": lambda i: theirs(i, True),
+        "peft_fixed": lambda i: theirs(i, False),
+    }
+    times: dict[str, list[float]] = {name: [] for name in sides}
+    for side in sides.values():
+        side(count)  # the warm-up (and our compilation) on the spare batch
+    for _ in range(rounds):
+        for name, side in sides.items():
+            for i in range(count):
+                began = time.perf_counter()
+                side(i)
+                times[name].append(time.perf_counter() - began)
+    record = {
+        **{f"{name}_s": statistics.median(t) for name, t in times.items()},
+        "fixed_length": int(config.data.max_len),
+        "mean_longest": float(np.mean([b["mask"].sum(1).max() for b in batches[:count]])),
+    }
+    print(json.dumps(record), file=sys.stderr, flush=True)
+    return record
+
+
+def table(task: str, peer_dir: Path, ours_dir: Path, steps: Path | None = None) -> dict:
+    """Both sides per method: test accuracy (mean, 95% interval, n), the epoch each run's
+    model was selected at, trainable parameters, and the step times of ``steps``
+    (``--time``'s file, measured on a quiet machine) when given."""
     module = load_module(CONFIG)
     names = {point_name(point): method for method, point in module.PEER_POINTS.items()}
+    epoch = config_of(task, "full").train.eval_every
     ours: dict[str, list[dict]] = {}
     for row in read_runs(ours_dir):
         if row["status"] == "done" and point_of(row["name"]) in names:
-            ours.setdefault(names[point_of(row["name"])], []).append(row)
+            best = max(row["curve"], key=lambda point: point[1])[0]  # the first best
+            ours.setdefault(names[point_of(row["name"])], []).append({**row, "best_step": best})
     theirs: dict[str, list[dict]] = {}
     for path in sorted(peer_dir.glob("*,seed=*.json")):
         record = json.loads(path.read_text())
         theirs.setdefault(record["method"], []).append(record)
+    timed = json.loads(steps.read_text())["methods"] if steps and steps.exists() else {}
     result = {}
     for method in module.PEER_POINTS:
         mine, peer = ours.get(method, []), theirs.get(method, [])
-        result[method] = {"ours": _side(mine), "peft": _side(peer)}
-    return {"task": task, "methods": result}
+        result[method] = {
+            "ours": _side(mine, epoch),
+            "peft": _side(peer, epoch),
+            "step_s": timed.get(method),
+        }
+    return {"task": task, "epoch_steps": epoch, "methods": result}
 
 
-def _side(runs: list[dict]) -> dict:
-    """One side's row: test accuracy (mean, 95% interval, n), median step time, parameters."""
+def _side(runs: list[dict], epoch: int) -> dict:
+    """One side's row: test accuracy (mean, 95% interval, n), best epochs, parameters."""
     if not runs:
-        return {"test_accuracy": None, "median_step_time_s": None, "params_trainable": None}
+        return {"test_accuracy": None, "best_epochs": [], "params_trainable": None}
     return {
         "test_accuracy": interval([r["test_accuracy"] for r in runs]),
-        "median_step_time_s": statistics.median(r["median_step_time_s"] for r in runs),
+        "best_epochs": [-(-r["best_step"] // epoch) for r in runs],
         "params_trainable": runs[0]["params_trainable"],
+        # the training runs' own median step (the machine was shared: see step_s)
+        "median_step_time_s": statistics.median(r["median_step_time_s"] for r in runs),
     }
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="trec", choices=("trec", "reviews"))
-    parser.add_argument("--workdir", required=True, help="where the peer's run records go")
+    parser.add_argument("--workdir", help="where the peer's run records go")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--methods", default="full,lora_qv_alpha8,lora_qv_alpha16,lora_all_alpha16")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (the cores)")
@@ -231,10 +337,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ours", help="our sweep directory (with --table)")
     parser.add_argument("--out", default=str(HERE / "results"))
     parser.add_argument("--steps", type=int, default=0, help="shorter runs (the quick form)")
+    parser.add_argument(
+        "--time",
+        type=int,
+        default=0,
+        metavar="BATCHES",
+        help="only time both sides' steps on BATCHES same batches (quiet machine); "
+        "writes results/peer_<task>_steps.json",
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="with --time")
     args = parser.parse_args(argv)
+    if args.time:
+        record = time_steps(
+            args.task, args.methods.split(","), args.threads, args.time, args.rounds
+        )
+        out = Path(args.out) / f"peer_{args.task}_steps.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(record, indent=1) + "\n")
+        return
     workdir = Path(args.workdir)
     if args.table:
-        record = table(args.task, workdir, Path(args.ours))
+        steps = Path(args.out) / f"peer_{args.task}_steps.json"
+        record = table(args.task, workdir, Path(args.ours), steps)
         out = Path(args.out) / f"peer_{args.task}.json"
         out.write_text(json.dumps(record, indent=1) + "\n")
         print(json.dumps(record, indent=1))
