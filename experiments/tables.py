@@ -144,17 +144,13 @@ def lora_subspace(folder: Path) -> str:
     here = folder / "lora_subspace"
     module = _tables(folder, "lora_subspace")
     results = _json(here / "results" / "phi.json")
-    upper = [
-        v
-        for r in results.values()
-        for p in module.PROJECTIONS
-        for i, v in enumerate(module.top_phi(r, p))
-        if i in module.UPPER
-    ]
+    tops = [module.top_phi(r, p) for r in results.values() for p in module.PROJECTIONS]
+    upper = [t[i] for t in tops for i in module.UPPER]
+    lower = [t[i] for t in tops for i in module.LOWER]
     return (
         f"measured: the top direction of A_8 lies largely in A_64's span in the upper layers "
-        f"(φ(1, 64) {span(upper)}), near chance in the lowest; chance level and how far A "
-        f"moved beside"
+        f"(φ(1, 64) {span(upper)}), less so in the lower ones ({span(lower)}; chance level "
+        f"{module.chance(1, 64):.2f}); how far A moved beside"
     )
 
 

@@ -146,4 +146,20 @@ def lra_answer(folder: Path) -> str:
     )
 
 
-TABLES = {"side_by_side": side_by_side, "lra_settings": lra_settings, "lra_answer": lra_answer}
+def majority(folder: Path) -> str:
+    """The majority-class baseline of the test split (``labels.py``'s results/labels.json)."""
+    labels = json.loads((folder / "results" / "labels.json").read_text())
+    top = labels["counts"][labels["majority_class"]]
+    return prose(
+        f"Majority class: {labels['majority_fraction']:.3f} of the test split (class "
+        f"{labels['majority_class']}, {top} of its {labels['examples']} trees; "
+        "`experiments/listops/results/labels.json`, counted by `labels.py`)."
+    )
+
+
+TABLES = {
+    "side_by_side": side_by_side,
+    "lra_settings": lra_settings,
+    "lra_answer": lra_answer,
+    "majority": majority,
+}

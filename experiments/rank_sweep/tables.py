@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lowrank_jax.config import load_module
 from lowrank_jax.tables import (
     TablesError,
     counts_note,
@@ -106,7 +107,14 @@ def sweep_table(folder: Path, dataset: str, examples: str) -> str:
     return markdown_table(header, rows, "lrrrrrr") + "\n\n" + note
 
 
+def majority(folder: Path) -> str:
+    """The ListOps test split's majority class, as experiments/listops counts it."""
+    listops = load_module(folder.parent / "listops" / "tables.py")
+    return listops.majority(folder.parent / "listops")
+
+
 TABLES = {
+    "majority": majority,
     "fashion_mnist": lambda folder: sweep_table(folder, "fashion_mnist", "images"),
     "listops": lambda folder: sweep_table(folder, "listops", "trees"),
     "parameters": parameters,
