@@ -13,29 +13,23 @@ raises ``ValueError`` listing the paths that could have been selected.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 
 import jax
 import numpy as np
 from flax import nnx
 
+from lowrank_jax.calibration import whitening as _whitening
 from lowrank_jax.config import ConfigError, fail
 from lowrank_jax.layers import Adapter, AdapterParam, FactorizedDense, LoRA, WithAdapter
 from lowrank_jax.layers.common import kernel_axes_of
+from lowrank_jax.layers.factorized import singular_values
+from lowrank_jax.paths import Path, dotted
+from lowrank_jax.paths import modules as _modules
+from lowrank_jax.paths import replace as _replace
+from lowrank_jax.ranks import allocate
 
-Path = tuple[str | int, ...]
 DENSE_TYPES = (nnx.Linear, FactorizedDense)
-
-
-def dotted(path: Path) -> str:
-    """``("layers", 0, "query") -> "layers.0.query"``."""
-    return ".".join(str(key) for key in path)
-
-
-def _modules(model: nnx.Module) -> Iterator[tuple[Path, nnx.Module]]:
-    for path, module in nnx.iter_modules(model):
-        if path:
-            yield tuple(path), module
 
 
 def _select(
@@ -95,23 +89,6 @@ def _swap(
     return model
 
 
-def _get(model: nnx.Module, path: Path) -> nnx.Module:
-    node = model
-    for key in path:
-        node = node[key] if isinstance(key, int) else getattr(node, key)
-    return node
-
-
-def _replace(model: nnx.Module, path: Path, new: nnx.Module) -> None:
-    parent = model
-    for key in path[:-1]:
-        parent = parent[key] if isinstance(key, int) else getattr(parent, key)
-    if isinstance(path[-1], int):
-        parent[path[-1]] = new
-    else:
-        setattr(parent, path[-1], new)
-
-
 def apply_lora(
     model: nnx.Module,
     targets: str,
@@ -120,12 +97,16 @@ def apply_lora(
     alpha: float | None = None,
     dropout: float = 0.0,
     rslora: bool = False,
+    variant: str = "lora",
+    init: str = "default",
     rngs: nnx.Rngs,
 ) -> nnx.Module:
     """Wrap every selected dense layer (``nnx.Linear``, ``FactorizedDense``) in ``LoRA``.
 
-    The model's outputs are unchanged (B starts at zero). Applying LoRA twice to
-    a layer raises ``ValueError``. Returns ``model``, changed in place.
+    The model's outputs are unchanged (B starts at zero; PiSSA / OLoRA move the
+    top of W into A·B and leave the base the rest). ``variant="dora"`` adds
+    DoRA's magnitude; see ``layers.LoRA``. Applying LoRA twice to a layer raises
+    ``ValueError``. Returns ``model``, changed in place.
 
     Example:
       >>> from flax import nnx
@@ -139,7 +120,16 @@ def apply_lora(
     return _swap(
         model,
         selected,
-        lambda layer: LoRA(layer, rank, alpha=alpha, dropout=dropout, rslora=rslora, rngs=rngs),
+        lambda layer: LoRA(
+            layer,
+            rank,
+            alpha=alpha,
+            dropout=dropout,
+            rslora=rslora,
+            variant=variant,
+            init=init,
+            rngs=rngs,
+        ),
     )
 
 
@@ -178,22 +168,35 @@ def factorize(
     *,
     rank: int | None = None,
     energy: float | None = None,
+    budget: float | int | None = None,
+    allocation: str = "uniform",
     calibration: Iterable | None = None,
     ridge: float = 1e-6,
 ) -> nnx.Module:
     """Replace every selected ``nnx.Linear`` by an SVD-initialised ``FactorizedDense``.
 
-    Give exactly one of ``rank`` and ``energy`` (see ``FactorizedDense.from_dense``).
-    With ``energy`` each layer gets its own rank. Returns ``model``, changed in place.
+    Give exactly one of:
+    - ``rank``: one R for every layer;
+    - ``energy``: each layer its own R, the smallest keeping that fraction of
+      its squared singular values (``FactorizedDense.from_dense``);
+    - ``budget``: the factors' parameters in all, a fraction in (0, 1] of the
+      selected layers' weights or a count (an int), shared by ``allocation``:
+      ``"uniform"`` (one R everywhere, the largest that fits) or ``"greedy"``
+      (per-layer ranks minimising the selected layers' total truncation error,
+      read from each layer's singular values: ``ranks`` explains the objective
+      and why greedy solves it). Each layer is factorized once, at its rank.
+    Returns ``model``, changed in place; ``ranks(model)`` lists the ranks.
 
     ``calibration``: batches to run the model on first (activation-aware SVD,
     SVD-LLM): each selected layer's inputs X give XᵀX = S·Sᵀ (Cholesky, with
     ``ridge`` · mean diagonal added), and the layer is truncated to minimise its
-    output error on those inputs. A batch is a dict with ``tokens`` and
-    ``mask`` (the data pipeline's batches: ``model(tokens, mask)``, padded
-    positions left out), or a tuple of the model's positional arguments (every
-    position counts).
+    output error on those inputs (with ``budget``, the errors are those output
+    errors). A batch is a dict with ``tokens`` and ``mask`` (the data pipeline's
+    batches: ``model(tokens, mask)``, padded positions left out), or a tuple of
+    the model's positional arguments (every position counts).
     """
+    if sum(x is not None for x in (rank, energy, budget)) != 1:
+        fail("rank", "given alone: exactly one of rank, energy and budget", (rank, energy, budget))
 
     def eligible(m: nnx.Module) -> bool:
         return isinstance(m, nnx.Linear)
@@ -204,12 +207,21 @@ def factorize(
         if calibration is None
         else _whitening(model, [path for path, _ in selected], calibration, ridge)
     )
+    chosen = {}
+    if budget is not None:
+        spectra = [singular_values(m.kernel[...], whitening.get(p)) for p, m in selected]
+        shapes = [m.kernel.shape for _, m in selected]
+        chosen = dict(
+            zip(
+                (p for p, _ in selected), allocate(spectra, shapes, budget, allocation), strict=True
+            )
+        )
 
     def from_dense(path: Path, layer: nnx.Linear) -> FactorizedDense:
         return FactorizedDense.from_dense(
             layer.kernel[...],
             layer.bias[...] if layer.bias is not None else None,
-            rank=rank,
+            rank=chosen.get(path, rank),
             energy=energy,
             whitening=whitening.get(path),
             dtype=layer.dtype,
@@ -219,52 +231,20 @@ def factorize(
     return _swap(model, selected, from_dense, with_path=True)
 
 
-class _Recorder(nnx.Module):
-    """Passes ``x`` to its layer and adds the (masked) second moment xᵀx to ``moments``."""
+def ranks(model: nnx.Module) -> dict[str, int]:
+    """The rank of every factorized and LoRA layer, by dotted path.
 
-    def __init__(self, layer: nnx.Module, key: Path, moments: dict, context: dict):
-        self.layer, self.key = layer, key
-        self.moments, self.context = nnx.data(moments), nnx.data(context)
-
-    def __call__(self, x):
-        rows = np.asarray(x, np.float64).reshape(-1, x.shape[-1])
-        mask = self.context.get("mask")
-        if mask is not None and x.ndim == 3:
-            if x.shape[1] == mask.shape[1] + 1:  # a CLS position in front
-                mask = np.concatenate([np.ones((mask.shape[0], 1), bool), mask], axis=1)
-            rows = rows[mask.reshape(-1)]
-        moment = rows.T @ rows
-        self.moments[self.key] = self.moments.get(self.key, 0.0) + moment
-        return self.layer(x)
-
-
-def _whitening(model, paths: list[Path], calibration: Iterable, ridge: float) -> dict:
-    """Per path, the Cholesky factor S of XᵀX over the calibration inputs (eager, on host)."""
-    moments: dict = {}
-    context: dict = {}
-    originals = {path: _get(model, path) for path in paths}
-    for path, layer in originals.items():
-        _replace(model, path, _Recorder(layer, path, moments, context))
-    try:
-        batches = 0
-        for batch in calibration:
-            if isinstance(batch, dict):
-                context["mask"] = np.asarray(batch["mask"], bool)
-                model(batch["tokens"], batch["mask"])
-            else:
-                context.pop("mask", None)
-                model(*(batch if isinstance(batch, tuple) else (batch,)))
-            batches += 1
-    finally:
-        for path, layer in originals.items():
-            _replace(model, path, layer)
-    if not batches:
-        raise ValueError("calibration: no batches")
-    factors = {}
-    for path, moment in moments.items():
-        moment = moment + ridge * np.mean(np.diag(moment)) * np.eye(len(moment))
-        factors[path] = np.linalg.cholesky(moment)
-    return factors
+    Example:
+      >>> from flax import nnx
+      >>> model = nnx.Sequential(nnx.Linear(8, 8, rngs=nnx.Rngs(0)))
+      >>> ranks(apply_lora(model, r"layers\\.0", rank=2, rngs=nnx.Rngs(1)))
+      {'layers.0': 2}
+    """
+    return {
+        dotted(path): int(m.rank)
+        for path, m in _modules(model)
+        if isinstance(m, FactorizedDense | LoRA)
+    }
 
 
 def merge_lora(model: nnx.Module) -> nnx.Module:

@@ -12,6 +12,7 @@ from lowrank_jax.surgery import (
     count_params,
     factorize,
     merge_lora,
+    ranks,
     trainable_filter,
 )
 
@@ -177,6 +178,54 @@ def test_factorize_by_energy_gives_each_layer_its_rank():
     }
     assert ranks == expected
     assert len(set(ranks.values())) > 3  # the layers did get ranks of their own
+
+
+def _spectra_model(seed=0):
+    """A Toy whose attention kernels have spectra of different steepness."""
+    model = Toy(nnx.Rngs(seed))
+    rng = np.random.default_rng(seed)
+    for i, block in enumerate(model.layers):
+        for j, name in enumerate(("query", "key", "value", "out")):
+            u, _ = np.linalg.qr(rng.normal(size=(D, D)))
+            v, _ = np.linalg.qr(rng.normal(size=(D, D)))
+            s = np.exp(-np.arange(D) / (0.5 + 3 * ((i + j) % 3)))
+            getattr(block.attention, name).kernel[...] = jnp.asarray(u @ np.diag(s) @ v.T)
+    return model
+
+
+def _weight_error(before, after, paths):
+    """The total squared Frobenius error of the factorized kernels, measured."""
+    total = 0.0
+    for path in paths:
+        i, name = path.split(".")[1], path.split(".")[-1]
+        w = np.asarray(getattr(before.layers[int(i)].attention, name).kernel[...], np.float64)
+        approx = getattr(after.layers[int(i)].attention, name).dense_kernel()
+        total += float(np.sum((w - np.asarray(approx, np.float64)) ** 2))
+    return total
+
+
+def test_factorize_under_a_budget_greedy_beats_uniform_on_the_measured_error():
+    targets = r"layers\.\d+\.attention\.\w+"
+    original = _spectra_model()
+    dense = sum(D * D for _ in ranks_of_layers(original))
+    greedy = factorize(_spectra_model(), targets, budget=0.25, allocation="greedy")
+    uniform = factorize(_spectra_model(), targets, budget=0.25, allocation="uniform")
+    got, even = ranks(greedy), ranks(uniform)
+    assert set(got) == set(even) == set(ranks_of_layers(original))
+    assert len(set(even.values())) == 1 and len(set(got.values())) > 2  # one R; ranks of their own
+    for chosen in (got, even):  # within the budget: a quarter of the layers' weights
+        assert sum(r * 2 * D for r in chosen.values()) <= 0.25 * dense
+    assert _weight_error(original, greedy, got) < 0.8 * _weight_error(original, uniform, even)
+    with pytest.raises(ValueError, match=r"^rank: must be given alone"):
+        factorize(_spectra_model(), targets, rank=2, budget=0.5)
+
+
+def ranks_of_layers(model):
+    return [
+        f"layers.{i}.attention.{n}"
+        for i in range(len(model.layers))
+        for n in ("query", "key", "value", "out")
+    ]
 
 
 def test_factorize_inside_lora_is_an_error():

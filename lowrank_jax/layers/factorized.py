@@ -141,17 +141,9 @@ class FactorizedDense(nnx.Module):
         if kernel.ndim != 2:
             raise ValueError(f"kernel must be 2-D [in, out], got shape {kernel.shape}")
         in_features, out_features = kernel.shape
-        if whitening is None:
-            U, s, Vt = np.linalg.svd(kernel, full_matrices=False)
-        else:
-            whitening = np.asarray(whitening, np.float64)
-            if whitening.shape != (in_features, in_features):
-                raise ValueError(
-                    f"whitening must be [in, in] = {(in_features, in_features)}, "
-                    f"got shape {whitening.shape}"
-                )
-            U, s, Vt = np.linalg.svd(whitening.T @ kernel, full_matrices=False)
-            U = scipy.linalg.solve_triangular(whitening.T, U, lower=False)  # S⁻ᵀ·U
+        U, s, Vt = np.linalg.svd(_truncated(kernel, whitening), full_matrices=False)
+        if whitening is not None:
+            U = scipy.linalg.solve_triangular(np.asarray(whitening, np.float64).T, U, lower=False)
         rank = _select_rank(s, in_features, out_features, rank=rank, energy=energy)
         root = np.sqrt(s[:rank])
         layer = cls(
@@ -169,6 +161,25 @@ class FactorizedDense(nnx.Module):
         if bias is not None:
             layer.bias[...] = jnp.asarray(bias, dtype_in)
         return layer
+
+
+def _truncated(kernel: np.ndarray, whitening: ArrayLike | None) -> np.ndarray:
+    """The matrix ``from_dense`` truncates: the kernel, or Sᵀ·kernel when whitened."""
+    if whitening is None:
+        return kernel
+    whitening = np.asarray(whitening, np.float64)
+    if whitening.shape != (kernel.shape[0], kernel.shape[0]):
+        raise ValueError(
+            f"whitening must be [in, in] = {(kernel.shape[0],) * 2}, got shape {whitening.shape}"
+        )
+    return whitening.T @ kernel
+
+
+def singular_values(kernel: ArrayLike, whitening: ArrayLike | None = None) -> np.ndarray:
+    """The singular values ``from_dense`` truncates (float64, descending): a rank-R
+    truncation drops the squared sum of those past R (``ranks.truncation_error``)."""
+    kernel = np.asarray(kernel, np.float64)
+    return np.linalg.svd(_truncated(kernel, whitening), compute_uv=False)
 
 
 def rank_for_energy(singular_values: np.ndarray, energy: float) -> int:
