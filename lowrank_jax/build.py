@@ -106,6 +106,8 @@ def model(model_config, *, rngs: nnx.Rngs, with_surgery: bool = True) -> nnx.Mod
                 alpha=lora.alpha,
                 dropout=lora.dropout,
                 rslora=lora.rslora,
+                variant=lora.variant,
+                init=lora.init,
                 rngs=rngs,
             )
     if cfg.adapters.bottleneck:

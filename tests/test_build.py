@@ -253,3 +253,23 @@ def test_capture_has_nothing_for_performer():
     paths = [".".join(map(str, path)) for path, _ in nnx.to_flat_state(sown)]
     assert paths == ["layers.0.hidden_states"]
     assert sown["layers"][0]["hidden_states"][0].shape == (2, 9, 16)
+
+
+@pytest.mark.parametrize(
+    ("variant", "init"), [("dora", "default"), ("lora", "pissa"), ("dora", "olora")]
+)
+def test_lora_variant_and_init_from_the_config_keep_the_model_at_init(variant, init):
+    config = load_config(TINY).model
+    tokens = jnp.asarray(np.random.default_rng(0).integers(1, config.vocab_size, (2, 8)))
+    mask = jnp.ones((2, 8), bool)
+    plain = build.model(config, rngs=build.run_rngs(0))
+    plain.eval()
+    config.lora.update(rank=2, alpha=4.0, variant=variant, init=init)
+    model = build.model(config, rngs=build.run_rngs(0))
+    model.eval()
+    np.testing.assert_allclose(model(tokens, mask), plain(tokens, mask), atol=1e-5)
+    names = {str(path[-1]) for path, _ in nnx.to_flat_state(nnx.state(model, nnx.LoRAParam))}
+    assert ("magnitude" in names) == (variant == "dora")
+    config.lora.variant = "vera"
+    with pytest.raises(ConfigError, match=r"^model.lora.variant: must be one of lora, dora"):
+        build.model(config, rngs=build.run_rngs(0))

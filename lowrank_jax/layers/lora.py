@@ -11,6 +11,17 @@ is zero, so the wrapped layer equals its base at init. A and B are
 ``nnx.LoRAParam``, a variable type of their own, so an optimizer can take only
 them (``nnx.Optimizer(model, tx, wrt=nnx.LoRAParam)``).
 
+Variants (``variant``, ``init``; the defaults are plain LoRA as above):
+- DoRA (Liu et al. 2024, arXiv 2402.09353; peft's ``use_dora=True``): the
+  adapted weight W + s·A·B is split into a trained magnitude m [out] and its
+  direction, W' = m · (W + s·A·B) / ‖W + s·A·B‖ (norms per output feature, over
+  the input axis; m starts at ‖W‖, so the layer equals its base at init). The
+  norm is a constant in the backward pass (the paper's Section 4.3, as peft).
+- PiSSA (Meng et al. 2024, arXiv 2404.02948): A, B start as the top-R
+  singular directions of W (s·A·B = W's rank-R truncation) and the base keeps
+  the residual W − s·A·B, frozen; OLoRA (arXiv 2406.01775): the same with the
+  first R columns / rows of W's QR decomposition. Both need a dense base.
+
 Shape contract: ``x: [..., in] -> y: [..., out]``.
 """
 
@@ -18,19 +29,27 @@ from __future__ import annotations
 
 import math
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 from flax.nnx.nn import dtypes
 from jaxtyping import Array, Float
 
 from lowrank_jax.axes import RANK
-from lowrank_jax.config import check_rate
+from lowrank_jax.config import check_choice, check_rate, fail
 from lowrank_jax.layers.common import annotated, check_rank, kernel_axes_of
 from lowrank_jax.layers.factorized import FactorizedDense
 
 # Kaiming-uniform with a=√5, PyTorch's nn.Linear default, used by the LoRA
 # reference code and peft for A: U(-1/√in, 1/√in), variance 1/(3·in).
 _lora_a_init = nnx.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+VARIANTS = ("lora", "dora")
+INITS = ("default", "pissa", "olora")
+
+
+class MergedNorm(nnx.Variable):
+    """DoRA's ‖W + s·A·B‖ at merge time, kept to undo the merge exactly (not trained)."""
 
 
 class LoRA(nnx.Module):
@@ -42,6 +61,9 @@ class LoRA(nnx.Module):
       alpha: scaling numerator; ``None`` means s = 1 (alpha = R, or √R with rsLoRA).
       dropout: dropout rate on the LoRA path's input (the base path is untouched).
       rslora: scale by alpha/√R instead of alpha/R.
+      variant: ``"lora"`` or ``"dora"`` (a trained magnitude per output feature).
+      init: ``"default"`` (A random, B zero), ``"pissa"`` or ``"olora"`` (A, B
+        from W's SVD or QR, the base left with the residual; dense base only).
       rngs: random streams (``params`` for A, ``dropout``).
 
     Example:
@@ -60,11 +82,15 @@ class LoRA(nnx.Module):
         alpha: float | None = None,
         dropout: float = 0.0,
         rslora: bool = False,
+        variant: str = "lora",
+        init: str = "default",
         rngs: nnx.Rngs,
     ):
         in_features, out_features = base.in_features, base.out_features
         check_rank(rank, in_features, out_features)
         check_rate(dropout, "dropout")
+        check_choice(variant, "variant", VARIANTS)
+        check_choice(init, "init", INITS)
         param_dtype = getattr(base, "param_dtype", jnp.float32)
         in_axis, out_axis = kernel_axes_of(base)
         self.base = base
@@ -82,7 +108,15 @@ class LoRA(nnx.Module):
         self.rank = rank
         self.alpha = alpha
         self.rslora = rslora
+        self.variant, self.init = variant, init
         self.merged = False
+        if init != "default":
+            self._start_from_weight(init)
+        if variant == "dora":  # m = ‖W + s·A·B‖ per output feature: the same layer at init
+            self.magnitude = annotated(
+                nnx.LoRAParam, self._norm(self._adapted()).astype(param_dtype), (out_axis,)
+            )
+            self.merged_norm = MergedNorm(jnp.ones((out_features,), jnp.float32))
 
     @property
     def scale(self) -> float:
@@ -96,31 +130,99 @@ class LoRA(nnx.Module):
         if self.merged:
             return y
         h = self.dropout(x) if self.dropout is not None else x
-        h, a, b = dtypes.promote_dtype(
-            (h, self.lora_a[...], self.lora_b[...]), dtype=getattr(self.base, "dtype", None)
-        )
-        return y + self.scale * jnp.dot(jnp.dot(h, a), b)
+        dtype = getattr(self.base, "dtype", None)
+        h, a, b = dtypes.promote_dtype((h, self.lora_a[...], self.lora_b[...]), dtype=dtype)
+        update = self.scale * jnp.dot(jnp.dot(h, a), b)
+        if self.variant == "lora":
+            return y + update
+        # DoRA, as peft: y + (m/‖W + s·A·B‖ − 1)·(h·W) + m/‖W + s·A·B‖ · s·h·A·B
+        weight = self.base_weight()
+        norm = jax.lax.stop_gradient(self._norm(self._adapted()))
+        ratio = (self.magnitude[...] / norm).astype(update.dtype)
+        if self.dropout is None:  # the base's own output, less its bias
+            bias = getattr(self.base, "bias", None)
+            plain = y if bias is None else y - bias[...]
+        else:  # the dropped input through W (peft's path when dropout is on)
+            plain = jnp.dot(h, weight.astype(h.dtype))
+        return y + (ratio - 1) * plain + ratio * update
+
+    @staticmethod
+    def _norm(weight: Float[Array, "in out"]) -> Float[Array, " out"]:
+        """‖·‖ per output feature (over the input axis), in float32."""
+        return jnp.linalg.norm(weight.astype(jnp.float32), axis=0)
+
+    def _adapted(self) -> Float[Array, "in out"]:
+        """W + s·A·B in float32."""
+        return self.base_weight().astype(jnp.float32) + self.delta()
+
+    def base_weight(self) -> Float[Array, "in out"]:
+        """The base's [in, out] weight: its kernel, or A·B of a ``FactorizedDense``."""
+        if isinstance(self.base, FactorizedDense):
+            return self.base.dense_kernel()
+        return self._base_kernel()[...]
+
+    def _start_from_weight(self, init: str) -> None:
+        """PiSSA / OLoRA, as peft initialises them; the base keeps W − s·A·B.
+
+        PiSSA: s·A·B is W's rank-R truncation (A, B split √σ / √s each side).
+        OLoRA: A, B are the first R rows of R and columns of Q in Wᵀ = Q·R (peft's
+        ``olora_init`` on the [out, in] weight), unscaled.
+        """
+        kernel = getattr(self.base, "kernel", None)
+        if isinstance(self.base, FactorizedDense) or not isinstance(kernel, nnx.Variable):
+            fail(
+                "init",
+                f"'default' for a {type(self.base).__name__} base ({init} needs a dense kernel)",
+                init,
+            )
+        weight = np.asarray(kernel[...], np.float64)
+        r = self.rank
+        if init == "pissa":
+            u, sv, vt = np.linalg.svd(weight, full_matrices=False)
+            root = np.sqrt(sv[:r] / self.scale)
+            a, b = u[:, :r] * root, root[:, None] * vt[:r]
+        else:
+            q, upper = np.linalg.qr(weight.T)
+            a, b = upper[:r].T, q[:, :r].T
+        dtype = self.lora_a[...].dtype
+        self.lora_a[...] = jnp.asarray(a, dtype)
+        self.lora_b[...] = jnp.asarray(b, dtype)
+        kernel[...] = jnp.asarray(weight - self.scale * a @ b, kernel[...].dtype)
 
     def delta(self) -> Float[Array, "in out"]:
-        """The update s·A·B that merging adds to the base kernel."""
-        return self.scale * (self.lora_a[...] @ self.lora_b[...])
+        """The update s·A·B that merging adds to the base kernel, in float32."""
+        a, b = (v[...].astype(jnp.float32) for v in (self.lora_a, self.lora_b))
+        return self.scale * (a @ b)
 
     def merge(self) -> None:
-        """Fold s·A·B into the base so that a call costs only the base (no-op if merged).
+        """Fold the update into the base so that a call costs only the base (no-op if merged).
 
-        A dense base gets W ← W + s·A·B. A ``FactorizedDense`` base stays factorized
-        and exact: its factors grow to [A_base, s·A] and [B_base; B] (rank R_base + R).
+        A dense base gets W ← W + s·A·B (DoRA: then each output column scaled to
+        its magnitude, m/‖W + s·A·B‖), computed in float32 whatever the parameter
+        dtype. A ``FactorizedDense`` base stays factorized and exact: its factors
+        grow to [A_base, s·A] and [B_base; B] (rank R_base + R; DoRA scales B's
+        columns).
         """
         if self.merged:
             return
-        base = self.base
+        base, ratio = self.base, None
+        if self.variant == "dora":
+            norm = self._norm(self._adapted())
+            self.merged_norm[...] = norm
+            ratio = self.magnitude[...].astype(jnp.float32) / norm
         if isinstance(base, FactorizedDense):
             a, b = self.scale * self.lora_a[...], self.lora_b[...]
+            grown = jnp.concatenate([base.b[...], b.astype(base.b.dtype)], axis=0)
+            if ratio is not None:
+                grown = (grown.astype(jnp.float32) * ratio).astype(base.b.dtype)
             base.a.set_value(jnp.concatenate([base.a[...], a.astype(base.a.dtype)], axis=1))
-            base.b.set_value(jnp.concatenate([base.b[...], b.astype(base.b.dtype)], axis=0))
+            base.b.set_value(grown)
         else:
             kernel = self._base_kernel()
-            kernel[...] = kernel[...] + self.delta().astype(kernel.dtype)
+            merged = kernel[...].astype(jnp.float32) + self.delta()
+            if ratio is not None:
+                merged = merged * ratio
+            kernel[...] = merged.astype(kernel.dtype)
         self.merged = True
 
     def unmerge(self) -> None:
@@ -128,13 +230,22 @@ class LoRA(nnx.Module):
         if not self.merged:
             return
         base = self.base
+        ratio = None
+        if self.variant == "dora":
+            ratio = self.magnitude[...].astype(jnp.float32) / self.merged_norm[...]
         if isinstance(base, FactorizedDense):
             keep = base.rank - self.rank
+            b = base.b[...][:keep]
+            if ratio is not None:
+                b = (b.astype(jnp.float32) / ratio).astype(base.b.dtype)
             base.a.set_value(base.a[...][:, :keep])
-            base.b.set_value(base.b[...][:keep])
+            base.b.set_value(b)
         else:
             kernel = self._base_kernel()
-            kernel[...] = kernel[...] - self.delta().astype(kernel.dtype)
+            merged = kernel[...].astype(jnp.float32)
+            if ratio is not None:
+                merged = merged / ratio
+            kernel[...] = (merged - self.delta()).astype(kernel.dtype)
         self.merged = False
 
     def _base_kernel(self) -> nnx.Variable:

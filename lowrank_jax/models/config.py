@@ -32,6 +32,7 @@ from lowrank_jax.config import (
     within,
 )
 from lowrank_jax.layers import ACTIVATIONS, check_dense
+from lowrank_jax.layers import lora as lora_layer
 
 CHOICES = {
     "positions": ("learned", "sinusoidal"),
@@ -100,6 +101,8 @@ def default_config() -> ml_collections.ConfigDict:
                 "alpha": placeholder(float),  # None: scale 1
                 "dropout": 0.0,
                 "rslora": False,
+                "variant": "lora",  # lora | dora (a trained magnitude per output feature)
+                "init": "default",  # default (A random, B 0) | pissa | olora (from W; dense only)
             },
             "adapters": {  # Houlsby adapters by surgery; bottleneck 0 = off
                 "bottleneck": 0,
@@ -193,6 +196,8 @@ def _validate(cfg) -> None:
     if cfg.lora.rank:
         check_int(cfg.lora.rank, "model.lora.rank")
         check_rate(cfg.lora.dropout, "model.lora.dropout")
+        check_choice(cfg.lora.variant, "model.lora.variant", lora_layer.VARIANTS)
+        check_choice(cfg.lora.init, "model.lora.init", lora_layer.INITS)
     if cfg.adapters.bottleneck:
         check_int(cfg.adapters.bottleneck, "model.adapters.bottleneck", high=cfg.dim, why="dim")
     if not isinstance(cfg.pretrained, str):

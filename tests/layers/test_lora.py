@@ -18,7 +18,8 @@ def _x():
 
 def _trained(lora):
     """Give B a non-zero value, as after some training."""
-    lora.lora_b[...] = jax.random.normal(jax.random.key(3), lora.lora_b.shape)
+    b = lora.lora_b[...]
+    lora.lora_b[...] = jax.random.normal(jax.random.key(3), b.shape, b.dtype)
     return lora
 
 
@@ -126,3 +127,97 @@ def test_merge_needs_a_kernel_it_can_fold_into():
     with pytest.raises(TypeError, match=r"cannot merge into a Opaque: .* \[16, 24\] kernel"):
         lora.merge()
     assert not lora.merged
+
+
+def _dora_reference(lora, x):
+    """DoRA from its definition: x · m ⊙ (W + s·A·B) / ‖W + s·A·B‖ (+ bias), per column."""
+    weight = np.asarray(lora.base_weight(), np.float64)
+    adapted = weight + lora.scale * np.asarray(lora.lora_a[...] @ lora.lora_b[...], np.float64)
+    direction = adapted / np.linalg.norm(adapted, axis=0)
+    y = np.asarray(x, np.float64) @ (direction * np.asarray(lora.magnitude[...], np.float64))
+    bias = getattr(lora.base, "bias", None)
+    return y if bias is None else y + np.asarray(bias[...])
+
+
+@pytest.mark.parametrize("kind", BASES)
+def test_dora_is_its_definition_equals_base_at_init_and_merges(kind):
+    base = BASES[kind]()
+    original = np.asarray(base(_x()))
+    lora = LoRA(base, rank=2, alpha=4.0, variant="dora", rngs=nnx.Rngs(1))
+    assert isinstance(lora.magnitude, nnx.LoRAParam) and lora.magnitude.shape == (24,)
+    np.testing.assert_allclose(lora(_x()), original, atol=1e-5)  # m = ‖W‖: W' = W
+    _trained(lora)
+    lora.magnitude[...] = lora.magnitude[...] * jnp.linspace(0.5, 1.5, 24)  # a trained m
+    unmerged = np.asarray(lora(_x()))
+    np.testing.assert_allclose(unmerged, _dora_reference(lora, _x()), rtol=1e-4, atol=1e-4)
+    assert np.abs(unmerged - original).max() > 1e-2
+    lora.merge()
+    np.testing.assert_allclose(base(_x()), unmerged, atol=1e-4)  # folded into the base
+    lora.unmerge()
+    np.testing.assert_allclose(base(_x()), original, atol=1e-4)
+    np.testing.assert_allclose(lora(_x()), unmerged, atol=1e-5)
+
+
+def test_dora_norm_takes_no_gradient_and_magnitude_trains():
+    lora = _trained(LoRA(BASES["dense"](), rank=2, variant="dora", rngs=nnx.Rngs(1)))
+
+    def loss(lora):
+        return jnp.sum(lora(_x()) ** 2)
+
+    grads = nnx.grad(loss, argnums=nnx.DiffState(0, nnx.LoRAParam))(lora)
+    assert float(jnp.abs(grads["magnitude"][...]).sum()) > 0
+    # the norm is a constant (the paper's Section 4.3): B's gradient is that of
+    # x·A·B scaled by m/‖W + s·A·B‖, with no term through the norm
+    weight = lora.base_weight()
+    ratio = lora.magnitude[...] / jnp.linalg.norm(weight + lora.delta(), axis=0)
+    y = lora(_x())
+    h = _x() @ lora.lora_a[...]
+    expected = lora.scale * jnp.einsum("bnr,bno->ro", h, 2 * y * ratio)
+    np.testing.assert_allclose(grads["lora_b"][...], expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("init", ["pissa", "olora"])
+def test_pissa_and_olora_keep_the_function_and_split_w(init):
+    base = BASES["dense"]()
+    w = np.asarray(base.kernel[...], np.float64)
+    original = np.asarray(base(_x()))
+    lora = LoRA(base, rank=4, alpha=8.0, init=init, rngs=nnx.Rngs(1))
+    residual = np.asarray(base.kernel[...], np.float64)
+    top = lora.scale * np.asarray(lora.lora_a[...] @ lora.lora_b[...], np.float64)
+    np.testing.assert_allclose(residual + top, w, atol=1e-6)  # W_res + s·A·B == W
+    np.testing.assert_allclose(lora(_x()), original, atol=1e-5)
+    if init == "pissa":  # s·A·B is W's best rank-4 approximation
+        u, s, vt = np.linalg.svd(w, full_matrices=False)
+        np.testing.assert_allclose(top, (u[:, :4] * s[:4]) @ vt[:4], atol=1e-5)
+    else:  # OLoRA: A·B spans the first 4 columns of Q in Wᵀ = Q·R
+        q, _ = np.linalg.qr(w.T)
+        b = np.asarray(lora.lora_b[...], np.float64)
+        np.testing.assert_allclose(np.abs(b @ q[:, :4]), np.eye(4), atol=1e-5)
+    _trained(lora)
+    trained = np.asarray(lora(_x()))
+    lora.merge()
+    np.testing.assert_allclose(base(_x()), trained, atol=1e-4)
+    lora.unmerge()
+    np.testing.assert_allclose(np.asarray(base.kernel[...]), residual, atol=1e-5)
+
+
+def test_pissa_needs_a_dense_base_and_bad_names_fail():
+    with pytest.raises(ValueError, match=r"^init: must be 'default' for a FactorizedDense base"):
+        LoRA(BASES["factorized"](), rank=2, init="pissa", rngs=nnx.Rngs(1))
+    with pytest.raises(ValueError, match=r"^variant: must be one of lora, dora"):
+        LoRA(BASES["dense"](), rank=2, variant="vera", rngs=nnx.Rngs(1))
+
+
+def test_merge_computes_in_float32_for_bfloat16_parameters():
+    base = nnx.Linear(16, 24, param_dtype=jnp.bfloat16, dtype=jnp.float32, rngs=nnx.Rngs(0))
+    lora = _trained(LoRA(base, rank=2, alpha=4.0, variant="dora", rngs=nnx.Rngs(1)))
+    w = np.asarray(base.kernel[...], np.float64)
+    a, b = (np.asarray(v[...], np.float64) for v in (lora.lora_a, lora.lora_b))
+    adapted = w + lora.scale * a @ b
+    expected = (
+        adapted / np.linalg.norm(adapted, axis=0) * np.asarray(lora.magnitude[...], np.float64)
+    )
+    lora.merge()
+    merged = np.asarray(base.kernel[...].astype(jnp.float32), np.float64)
+    # one bfloat16 rounding of the float32 result, nothing more (2^-8 relative)
+    np.testing.assert_allclose(merged, expected, rtol=2**-8, atol=1e-6)
