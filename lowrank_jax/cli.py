@@ -2,6 +2,7 @@
 
     lowrank-jax train --config configs/tiny.py:runlocal --workdir runs/tiny \
         [--config.train.steps=200]
+    lowrank-jax surgery --config configs/lora_minilm.py:method=lora [--config.model.lora.rank=4]
     lowrank-jax demo [--quick]
 
 Bad input (an unknown config key, a wrong type, a bad rank or kind, a batch
@@ -47,6 +48,11 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser(
         "train", help="train a config (see `lowrank-jax train --help`)", add_help=False
+    )
+    commands.add_parser(
+        "surgery",
+        help="preview a config's LoRA / adapters / factorization on shapes (--help)",
+        add_help=False,
     )
     sweep = commands.add_parser(
         "sweep",
@@ -155,28 +161,58 @@ def _define_flags(values) -> None:
     flags.DEFINE_integer("process_id", None, "this process's index", flag_values=values)
 
 
-def _parse_train_flags(argv: list[str]):
-    """absl + ml_collections flags for ``train``; ``ConfigError`` (one line) on any bad value."""
+SURGERY_HELP = """\
+usage: lowrank-jax surgery --config FILE[:ARGS] [--config.FIELD=VALUE ...]
+
+Preview a config's surgery on abstract shapes (no weights, seconds): every layer
+its LoRA / adapter rules select (and every factorized layer), the rank and alpha
+each gets, the parameters added, and the totals. A rule selecting nothing: one
+line naming the field, exit 2.
+"""
+
+
+def _parse_train_flags(argv: list[str], command: str = "train"):
+    """absl + ml_collections flags for ``train`` (or ``surgery``: no workdir);
+    ``ConfigError`` (one line) on any bad value."""
     from absl import flags
 
     from lowrank_jax.config import ConfigError
 
     values = flags.FlagValues()
     _define_flags(values)
+    given, sys.argv = sys.argv, [f"lowrank-jax {command}", *argv]  # ml_collections reads it
     try:
-        values(["lowrank-jax train", *argv])
+        values(sys.argv)
         config = values.config
         if config is not None:
             config.keys()  # a config file that failed to load raises only when used
     except Exception as error:  # absl / ml_collections report bad values in many types
         raise ConfigError(_unknown_override_in(argv) or _one_line(error)) from None
+    finally:
+        sys.argv = given
     if config is None:
         if any(arg == "--config" or arg.startswith("--config=") for arg in argv):
             raise ConfigError("--config: its get_config returned None; it must return the config")
         raise ConfigError("--config: required, e.g. --config configs/tiny.py:runlocal")
-    if not values.workdir:
+    if not values.workdir and command == "train":
         raise ConfigError("--workdir: required, e.g. --workdir runs/tiny")
     return config, values
+
+
+def surgery(argv: list[str]) -> int:
+    if {"-h", "--help", "-help"} & set(argv):
+        print(SURGERY_HELP)
+        return 0
+    from lowrank_jax.config import ConfigError
+
+    try:
+        config, _ = _parse_train_flags(argv, command="surgery")
+        from lowrank_jax import preview
+
+        print(preview.render(config))
+    except ConfigError as error:
+        return _fail(str(error))
+    return 0
 
 
 def train(argv: list[str]) -> int:
@@ -265,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "train":
         return train(argv[1:])
+    if argv and argv[0] == "surgery":
+        return surgery(argv[1:])
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "sweep":
