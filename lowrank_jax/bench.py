@@ -12,10 +12,12 @@ program holds at once. It is the same on every backend, where device counters
 
 from __future__ import annotations
 
+import os
 import platform
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import jax
 import ml_collections
@@ -211,13 +213,35 @@ class EncoderStep:
         return median_seconds(self._run, repeats)
 
 
+def _cpu_model() -> str | None:
+    """The CPU's model name from /proc/cpuinfo (Linux), else None."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return None
+    return next((line.split(":", 1)[1].strip() for line in lines if "model name" in line), None)
+
+
+def _memory_gib() -> float | None:
+    """The machine's memory in GiB from /proc/meminfo (Linux), else None."""
+    try:
+        total = next(
+            line for line in Path("/proc/meminfo").read_text().splitlines() if "MemTotal" in line
+        )
+    except (OSError, StopIteration):
+        return None
+    return round(int(total.split()[1]) / 2**20, 1)
+
+
 def machine() -> dict:
     """What the figures were measured on: platform, device, versions."""
     import flax
 
     return {
         "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
+        "processor": _cpu_model() or platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "memory_gib": _memory_gib(),
         "device": jax.devices()[0].device_kind,
         "backend": jax.default_backend(),
         "jax": jax.__version__,

@@ -32,7 +32,7 @@ def _kind(model: str) -> tuple[str, str]:
     return kind, NAMES[kind] + (f", factorized FFN R = {rank}" if rest else "")
 
 
-def _lra_row(model: str) -> bool:
+def lra_row(model: str) -> bool:
     return "LRA's" in model
 
 
@@ -57,7 +57,7 @@ def side_by_side(folder: Path) -> str:
             speed = f"1.0× ({1 / ours['step_s']:.3f} steps/s)"
             memory = f"1.0× ({ours['bytes'] / 2**30:.1f} GiB)"
         else:  # LRA's figures only beside the rows with LRA's released settings
-            same = _lra_row(model)
+            same = lra_row(model)
             lra_speed = f"{paper['speedup'][kind][at]}×" if same else "—"
             lra_mem = f"{lra_memory[kind] / lra_memory['softmax']:.2f}×" if same else "—"
             speed, memory = f"{ours['speedup']:.1f}×", f"{ours['memory_ratio']:.2f}×"
@@ -154,7 +154,27 @@ def estimate(folder: Path) -> str:
     return prose(text)
 
 
+def hardware(folder: Path) -> str:
+    """What the committed run was measured on, from results.json's machine record."""
+    results = json.loads((folder / "results" / "results.json").read_text())
+    machine = results["machine"]
+    cores = f", {machine['cpus']} cores" if "cpus" in machine else ""
+    memory = f", {machine['memory_gib']} GiB" if "memory_gib" in machine else ""
+    seconds = results.get("seconds")
+    took = f" The run took {seconds / 60:.0f} min." if seconds else ""
+    text = (
+        f"Hardware: the project's CPU machine ({machine['processor']}{cores}{memory}), JAX "
+        f"{machine['jax']} on the {machine['backend'].upper()}, float32, **batch "
+        f"{results['batch']}** (not LRA's 32: a softmax step at N = 4K takes seconds here, see "
+        "the tables below). Nothing else ran during the timing. Medians of "
+        "the timed steps after a compiling warm-up. Files: `results/results.md`, "
+        f"`results/results.json` (with the machine and versions), `results/speed_memory.png`.{took}"
+    )
+    return prose(text)
+
+
 TABLES = {
+    "hardware": hardware,
     "side_by_side": side_by_side,
     "paper": paper_table,
     "every_length": every_length,
