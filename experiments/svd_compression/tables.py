@@ -177,6 +177,21 @@ def attention_probes(folder: Path) -> str:
     return _probes(_records(folder, "attention"))
 
 
+def spectrum(folder: Path) -> str:
+    """How far from low rank MiniLM's FFN weights are (``spectrum.py``'s results/spectrum.json)."""
+    record = json.loads((folder / "results" / "spectrum.json").read_text())
+    ranks = [layer["rank_at_0.9"] for layer in record["layers"].values()]
+    full = min(min(layer["shape"]) for layer in record["layers"].values())
+    text = (
+        f"- Real FFN weights are not low rank: keeping 0.9 of a kernel's energy (its squared "
+        f"singular values) needs rank {min(ranks)}–{max(ranks)} of {full} across the "
+        f"{len(ranks)} FFN kernels (`results/spectrum.json`, by `spectrum.py`), which is why "
+        "plain SVD loses so much; what whitening exploits is the inputs: it truncates "
+        "the directions the FFNs' inputs hardly use (the whitened rows above)."
+    )
+    return prose(text, 76).replace("\n", "\n  ")
+
+
 TABLES = {
     "ffn": ffn,
     "goal": goal,
@@ -184,4 +199,5 @@ TABLES = {
     "probe_gaps": probe_gaps,
     "attention": attention,
     "attention_probes": attention_probes,
+    "spectrum": spectrum,
 }
