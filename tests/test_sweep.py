@@ -182,7 +182,7 @@ def test_a_damaged_run_file_stops_report_in_one_line_naming_it(
 def test_difference_is_welchs_interval():
     import scipy.stats
 
-    from lowrank_jax.report import difference
+    from lowrank_jax.stats import difference
 
     low, high = [0.61, 0.64, 0.60, 0.66], [0.70, 0.71, 0.69]
     welch = scipy.stats.ttest_ind(low, high, equal_var=False).confidence_interval()

@@ -40,7 +40,8 @@ import numpy as np
 from lowrank_jax.config import load_module
 from lowrank_jax.data import pipeline
 from lowrank_jax.models import pretrained
-from lowrank_jax.report import interval, point_of, read_runs
+from lowrank_jax.report import point_of, read_runs
+from lowrank_jax.stats import interval
 from lowrank_jax.sweep import apply_point, point_name
 
 HERE = Path(__file__).parent
@@ -291,7 +292,8 @@ def table(task: str, peer_dir: Path, ours_dir: Path, steps: Path | None = None) 
     (``--time``'s file, measured on a quiet machine) when given."""
     module = load_module(CONFIG)
     names = {point_name(point): method for method, point in module.PEER_POINTS.items()}
-    epoch = config_of(task, "full").train.eval_every
+    train = config_of(task, "full").train
+    epoch = train.eval_every
     ours: dict[str, list[dict]] = {}
     for row in read_runs(ours_dir):
         if row["status"] == "done" and point_of(row["name"]) in names:
@@ -310,7 +312,7 @@ def table(task: str, peer_dir: Path, ours_dir: Path, steps: Path | None = None) 
             "peft": _side(peer, epoch),
             "step_s": timed.get(method),
         }
-    return {"task": task, "epoch_steps": epoch, "methods": result}
+    return {"task": task, "epoch_steps": epoch, "epochs": train.steps // epoch, "methods": result}
 
 
 def _side(runs: list[dict], epoch: int) -> dict:

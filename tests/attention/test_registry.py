@@ -50,7 +50,7 @@ def test_unknown_kind_and_option():
         make_attention("flash", 16, 2, max_len=8, rngs=nnx.Rngs(0))
     with pytest.raises(
         ValueError,
-        match=r"^performer.proj_len: unknown field; valid: kernel, num_features, orthogonal",
+        match=r"^performer.proj_len: unknown field; valid: features_type, kernel, num_features",
     ):
         make_attention("performer", 16, 2, max_len=8, options={"proj_len": 4}, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match=r"^dim: must be a multiple of heads = 3, got 16"):
