@@ -96,13 +96,14 @@ def model(model_config, *, rngs: nnx.Rngs, with_surgery: bool = True) -> nnx.Mod
         pretrained.load_checkpoint(encoder, cfg.pretrained)
     if not with_surgery:
         return encoder
-    if cfg.lora.rank:
+    if cfg.lora.rank or cfg.lora.rules:
         lora = cfg.lora
         with within("model.lora"):
             surgery.apply_lora(
                 encoder,
-                lora.targets,
-                lora.rank,
+                lora.targets if lora.rank else None,
+                lora.rank or None,
+                rules=[tuple(rule) for rule in lora.rules],
                 alpha=lora.alpha,
                 dropout=lora.dropout,
                 rslora=lora.rslora,

@@ -146,12 +146,19 @@ def import_peft(model: nnx.Module, folder: str | Path, *, rngs: nnx.Rngs | None 
     config; every tensor's module, shape and values), and only then does the
     model change, so a bad adapter leaves it as it was. As in peft, a config
     without ``lora_alpha`` (or ``r``) means 8 (a warning says so). Per-module
-    scales and ranks (``alpha_pattern``, ``rank_pattern``) are refused for now.
+    ranks and scales (``rank_pattern``, ``alpha_pattern``) are honoured as peft
+    matches them (the first key whose regex ends the module's name) and become
+    per-layer LoRA rules (``surgery.apply_lora(rules=...)``).
     """
     folder = Path(folder)
-    rank, alpha, rslora = _settings(folder)
-    scale = alpha / (math.sqrt(rank) if rslora else rank)
+    rank, alpha, rslora, patterns = _settings(folder)
     pairs = _pairs(folder)
+    settings = {}
+    for path in pairs:
+        name = bert_name(path)
+        r = int(_pattern_value(patterns["rank_pattern"], name, rank))
+        a = float(_pattern_value(patterns["alpha_pattern"], name, alpha))
+        settings[path] = (r, a, a / (math.sqrt(r) if rslora else r))
     modules = {surgery.dotted(path): m for path, m in nnx.iter_modules(model)}
     layers = {int(m[1]) for p in modules if (m := re.fullmatch(r"layers\.(\d+)", p))}
     for path, pair in sorted(pairs.items()):
@@ -164,6 +171,7 @@ def import_peft(model: nnx.Module, folder: str | Path, *, rngs: nnx.Rngs | None 
         missing_half = sorted({"A", "B"} - set(pair))
         if missing_half:
             raise ValueError(f"peft import: {name} lacks lora_{missing_half[0]}")
+        rank, _, scale = settings[path]
         if isinstance(target, LoRA) and (
             target.rank != rank or not math.isclose(target.scale, scale)
         ):
@@ -180,10 +188,8 @@ def import_peft(model: nnx.Module, folder: str | Path, *, rngs: nnx.Rngs | None 
     # every check passed: now change the model
     missing = sorted(path for path in pairs if not isinstance(modules[path], LoRA))
     if missing:
-        pattern = "|".join(re.escape(p) for p in missing)
-        surgery.apply_lora(
-            model, pattern, rank, alpha=alpha, rslora=rslora, rngs=rngs or nnx.Rngs(0)
-        )
+        rules = [(re.escape(path), *settings[path][:2]) for path in missing]
+        surgery.apply_lora(model, rules=rules, rslora=rslora, rngs=rngs or nnx.Rngs(0))
     loras = _loras(model)
     for path, pair in pairs.items():
         lora = loras[path]
@@ -192,8 +198,16 @@ def import_peft(model: nnx.Module, folder: str | Path, *, rngs: nnx.Rngs | None 
     return model
 
 
-def _settings(folder: Path) -> tuple[int, float, bool]:
-    """(rank, alpha, rslora) of a peft adapter folder's config, checked."""
+def _pattern_value(pattern: dict, name: str, default):
+    """peft's ``get_pattern_key``: the first key whose regex matches the end of ``name``."""
+    for key, value in pattern.items():
+        if re.match(rf"(.*\.)?({key})$", name):
+            return value
+    return default
+
+
+def _settings(folder: Path) -> tuple[int, float, bool, dict]:
+    """(rank, alpha, rslora, {rank_pattern, alpha_pattern}) of a peft adapter's config."""
     for name in (CONFIG, WEIGHTS):
         if not (folder / name).exists():
             raise FileNotFoundError(f"peft import: {folder / name} is missing")
@@ -203,12 +217,7 @@ def _settings(folder: Path) -> tuple[int, float, bool]:
         raise ValueError(f"peft import: {folder / CONFIG} is not JSON ({error.msg})") from None
     if config.get("peft_type") != "LORA":
         raise ValueError(f"peft import: peft_type {config.get('peft_type')!r}; valid: LORA")
-    for field in ("alpha_pattern", "rank_pattern"):
-        if config.get(field):
-            raise ValueError(
-                f"peft import: {field} sets another scale or rank for "
-                f"{', '.join(sorted(config[field]))}; not supported yet (one r and lora_alpha)"
-            )
+    patterns = {field: config.get(field) or {} for field in ("rank_pattern", "alpha_pattern")}
     values = {}
     for field, default in (("r", PEFT_DEFAULT_RANK), ("lora_alpha", PEFT_DEFAULT_ALPHA)):
         values[field] = config.get(field)
@@ -218,7 +227,8 @@ def _settings(folder: Path) -> tuple[int, float, bool]:
                 stacklevel=3,
             )
             values[field] = default
-    return int(values["r"]), float(values["lora_alpha"]), bool(config.get("use_rslora", False))
+    rslora = bool(config.get("use_rslora", False))
+    return int(values["r"]), float(values["lora_alpha"]), rslora, patterns
 
 
 def _pairs(folder: Path) -> dict[str, dict[str, np.ndarray]]:

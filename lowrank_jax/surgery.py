@@ -12,22 +12,26 @@ raises ``ValueError`` listing the paths that could have been selected.
 
 from __future__ import annotations
 
+import difflib
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import jax
-import numpy as np
+import jax.numpy as jnp
 from flax import nnx
 
 from lowrank_jax.calibration import whitening as _whitening
 from lowrank_jax.config import ConfigError, fail
-from lowrank_jax.layers import Adapter, AdapterParam, FactorizedDense, LoRA, WithAdapter
+from lowrank_jax.layers import Adapter, FactorizedDense, LoRA, WithAdapter
 from lowrank_jax.layers.common import kernel_axes_of
 from lowrank_jax.layers.factorized import singular_values
 from lowrank_jax.paths import Path, dotted
+from lowrank_jax.paths import get as _get
 from lowrank_jax.paths import modules as _modules
 from lowrank_jax.paths import replace as _replace
 from lowrank_jax.ranks import allocate
+from lowrank_jax.trainable import count_params as count_params  # re-exported
+from lowrank_jax.trainable import trainable_filter as trainable_filter  # re-exported
 
 DENSE_TYPES = (nnx.Linear, FactorizedDense)
 
@@ -38,6 +42,7 @@ def _select(
     eligible: Callable[[nnx.Module], bool],
     what: str,
     wrapper: type[nnx.Module],
+    field: str = "targets",
 ) -> list[tuple[Path, nnx.Module]]:
     """The eligible modules whose dotted path fully matches ``targets``.
 
@@ -46,8 +51,8 @@ def _select(
     """
     try:
         pattern = re.compile(targets)
-    except re.error as e:
-        fail("targets", f"a valid regular expression ({e})", targets)
+    except (re.error, TypeError) as e:
+        fail(field, f"a valid regular expression ({e})", targets)
     modules = list(_modules(model))
     wrapped = {path for path, m in modules if isinstance(m, wrapper)}
     for path, _ in modules:
@@ -58,8 +63,11 @@ def _select(
     candidates = [(path, m) for path, m in modules if eligible(m) and path not in lora_bases]
     selected = [(path, m) for path, m in candidates if pattern.fullmatch(dotted(path))]
     if not selected:
-        listing = ", ".join(dotted(p) for p, _ in candidates) or "(none)"
-        fail("targets", f"a pattern matching some of the {what} here: {listing}", targets)
+        paths = [dotted(p) for p, _ in candidates]
+        if field != "targets":  # a rule: the nearest paths
+            paths = difflib.get_close_matches(targets, paths, n=5, cutoff=0.0)
+        listing = ", ".join(paths) or "(none)"
+        fail(field, f"a pattern matching some of the {what} here: {listing}", targets)
     return selected
 
 
@@ -91,9 +99,10 @@ def _swap(
 
 def apply_lora(
     model: nnx.Module,
-    targets: str,
-    rank: int,
+    targets: str | None = None,
+    rank: int | None = None,
     *,
+    rules: Sequence[tuple[str, int, float | None]] = (),
     alpha: float | None = None,
     dropout: float = 0.0,
     rslora: bool = False,
@@ -102,6 +111,12 @@ def apply_lora(
     rngs: nnx.Rngs,
 ) -> nnx.Module:
     """Wrap every selected dense layer (``nnx.Linear``, ``FactorizedDense``) in ``LoRA``.
+
+    ``rules``: ``(regex, rank, alpha)`` per-target settings (peft's
+    ``rank_pattern`` / ``alpha_pattern``): a layer takes the first rule whose
+    regex matches its whole path; ``targets`` with ``rank`` and ``alpha``, when
+    given, is the last rule. A rule that selects no layer (none matches, or
+    earlier rules took them all) raises, naming the rule and the nearest paths.
 
     The model's outputs are unchanged (B starts at zero; PiSSA / OLoRA move the
     top of W into A·B and leave the base the rest). ``variant="dora"`` adds
@@ -116,21 +131,52 @@ def apply_lora(
       >>> count_params(model)
       {'total': 122, 'trainable': 32, 'lora': 32}
     """
-    selected = _select(model, targets, _is_dense, "dense layers", LoRA)
-    return _swap(
-        model,
-        selected,
-        lambda layer: LoRA(
+    every = [(f"rules[{i}]", *rule) for i, rule in enumerate(rules)]
+    if targets is not None or rank is not None:
+        every.append(("targets", targets, rank, alpha))
+    if not every:
+        fail("rank", "given (with targets) or rules given", None)
+    plan: dict = {}
+    for field, pattern, r, a in every:
+        chosen = _select(model, pattern, _is_dense, "dense layers", LoRA, field=field)
+        new = [(path, layer) for path, layer in chosen if path not in plan]
+        if not new:
+            fail(
+                field,
+                "a pattern selecting a layer no earlier rule took (first match wins)",
+                pattern,
+            )
+        plan.update({path: (r, a) for path, _ in new})
+    selected = [(path, _get(model, path)) for path in plan]
+
+    def wrap(path: Path, layer: nnx.Module) -> LoRA:
+        r, a = plan[path]
+        return LoRA(
             layer,
-            rank,
-            alpha=alpha,
+            r,
+            alpha=a,
             dropout=dropout,
             rslora=rslora,
             variant=variant,
             init=init,
             rngs=rngs,
-        ),
-    )
+        )
+
+    return _swap(model, selected, wrap, with_path=True)
+
+
+def merge_drift(model: nnx.Module, batch) -> dict[str, float]:
+    """How far merging moves the outputs: merge a copy, compare on ``batch``.
+
+    ``batch``: a dict with ``tokens`` and ``mask`` or a tuple of the model's
+    arguments. Returns the largest and the mean absolute output change (peft
+    users found merged bfloat16 models whose outputs moved: peft issues 2502,
+    1388; ``LoRA.merge`` computes in float32 and rounds once).
+    """
+    args = (batch["tokens"], batch["mask"]) if isinstance(batch, dict) else tuple(batch)
+    merged = merge_lora(nnx.clone(model))
+    change = jnp.abs(merged(*args).astype(jnp.float32) - model(*args).astype(jnp.float32))
+    return {"max": float(change.max()), "mean": float(change.mean())}
 
 
 def add_adapters(
@@ -261,52 +307,3 @@ def merge_lora(model: nnx.Module) -> nnx.Module:
 
 def _is_dense(m: nnx.Module) -> bool:
     return isinstance(m, DENSE_TYPES)
-
-
-# --------------------------------------------------------------------------- #
-# Which parameters train
-
-
-def trainable_filter(model: nnx.Module, spec: str = "auto") -> nnx.filterlib.Filter:
-    """An NNX filter for the parameters that train, from a spec string.
-
-    - ``"all"``: every ``nnx.Param``;
-    - ``"lora"``: ``nnx.LoRAParam`` only; ``"adapters"``: ``AdapterParam`` only;
-    - ``"auto"``: the LoRA and adapter parameters if the model has any (the base
-      is frozen after surgery, as with peft), else every parameter;
-    - anything else: a regex that must match a parameter's whole dotted path,
-      e.g. ``r".*lora_[ab]|head\\..*"`` for LoRA plus a classification head.
-    """
-    if spec == "all":
-        return nnx.Param
-    if spec == "lora":
-        return nnx.LoRAParam
-    if spec == "adapters":
-        return AdapterParam
-    if spec == "auto":
-        efficient = nnx.Any(nnx.LoRAParam, AdapterParam)
-        return efficient if _count(model, efficient) else nnx.Param
-    try:
-        pattern = re.compile(spec)
-    except re.error as e:
-        fail("trainable", f"all, lora, adapters, auto or a regex (not a valid regex: {e})", spec)
-    return nnx.All(nnx.Param, lambda path, _: bool(pattern.fullmatch(dotted(path))))
-
-
-def _count(model: nnx.Module, filter_: nnx.filterlib.Filter) -> int:
-    state = nnx.state(model, filter_)
-    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(state)))
-
-
-def count_params(model: nnx.Module, trainable: str = "auto") -> dict[str, int]:
-    """Parameter counts: ``{"total", "trainable", "lora"}``.
-
-    ``total`` counts every ``nnx.Param`` (LoRA and adapter parameters included),
-    ``trainable`` those selected by ``trainable_filter(model, trainable)``,
-    ``lora`` the ``nnx.LoRAParam`` ones.
-    """
-    return {
-        "total": _count(model, nnx.Param),
-        "trainable": _count(model, trainable_filter(model, trainable)),
-        "lora": _count(model, nnx.LoRAParam),
-    }

@@ -273,3 +273,20 @@ def test_lora_variant_and_init_from_the_config_keep_the_model_at_init(variant, i
     config.lora.variant = "vera"
     with pytest.raises(ConfigError, match=r"^model.lora.variant: must be one of lora, dora"):
         build.model(config, rngs=build.run_rngs(0))
+
+
+def test_lora_rules_from_the_config():
+    from lowrank_jax.surgery import ranks
+
+    config = load_config(TINY).model
+    config.lora.rules = [[r"layers\.0\.attention\.query", 4, 8.0]]
+    model = build.model(config, rngs=build.run_rngs(0))
+    assert ranks(model) == {"layers.0.attention.query": 4}
+    config.lora.rank = 2  # then the targets are the last rule
+    assert set(ranks(build.model(config, rngs=build.run_rngs(0))).values()) == {2, 4}
+    config.lora.rules = [[r"layers\.0\.attention\.query", 0, 8.0]]
+    with pytest.raises(ConfigError, match=r"^model.lora.rules\[0\].rank: must be an integer"):
+        build.model(config, rngs=build.run_rngs(0))
+    config.lora.rules = [[r"layers\.9\.attention\.query", 4, None]]
+    with pytest.raises(ConfigError, match=r"^model.lora.rules\[0\]: must be a pattern matching"):
+        build.model(config, rngs=build.run_rngs(0))

@@ -78,8 +78,9 @@ def test_import_names_the_missing_half_of_a_pair(tmp_path):
         import_peft(model, tmp_path)
 
 
-def _tiny_adapter(folder, config: dict, layers=(0,), fill=0.1):
-    """A peft folder with rank-2 LoRA on W_q of the given layers of a 16-wide encoder."""
+def _tiny_adapter(folder, config: dict, layers=(0,), fill=0.1, ranks=None):
+    """A peft folder with rank-2 LoRA (or ``ranks[layer]``) on W_q of the given layers
+    of a 16-wide encoder."""
     import json
 
     from safetensors.numpy import save_file
@@ -87,8 +88,9 @@ def _tiny_adapter(folder, config: dict, layers=(0,), fill=0.1):
     tensors = {}
     for layer in layers:
         name = f"base_model.model.encoder.layer.{layer}.attention.self.query"
-        tensors[f"{name}.lora_A.weight"] = np.full((2, 16), fill, np.float32)
-        tensors[f"{name}.lora_B.weight"] = np.full((16, 2), fill, np.float32)
+        r = (ranks or {}).get(layer, 2)
+        tensors[f"{name}.lora_A.weight"] = np.full((r, 16), fill, np.float32)
+        tensors[f"{name}.lora_B.weight"] = np.full((16, r), fill, np.float32)
     folder.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(folder / "adapter_model.safetensors"))
     (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", **config}))
@@ -107,9 +109,9 @@ def _tiny_model(num_layers=2):
     ("config", "kwargs", "message"),
     [
         (
-            {"r": 2, "lora_alpha": 4, "alpha_pattern": {"query": 8}},
+            {"r": 2, "lora_alpha": 4, "rank_pattern": {"query": 4}},
             {},
-            "alpha_pattern sets another scale or rank for query; not supported yet",
+            r"has A \(16, 2\), B \(2, 16\); the layer needs \(16, 4\)",
         ),
         ({"r": 2, "lora_alpha": 4}, {"layers": (0, 9)}, r"layer\.9\.attention\.self\.query has no"),
         ({"r": 2, "lora_alpha": 4}, {"fill": np.nan}, "has NaN or infinite weights"),
@@ -124,6 +126,21 @@ def test_a_bad_adapter_leaves_the_model_untouched(tmp_path, config, kwargs, mess
         import_peft(model, folder)
     assert not surgery.count_params(model)["lora"]  # no LoRA inserted before the failure
     assert nnx.graphdef(model) == before  # the same structure: nothing swapped in
+
+
+def test_rank_and_alpha_patterns_are_honoured_as_peft_matches_them(tmp_path):
+    model = _tiny_model()
+    config = {
+        "r": 2,
+        "lora_alpha": 4,
+        "rank_pattern": {"layer.1.attention.self.query": 3},
+        "alpha_pattern": {"nothing": 1, r"self\.query": 12},  # the first key that matches wins
+    }
+    folder = _tiny_adapter(tmp_path / "adapter", config, layers=(0, 1), ranks={1: 3})
+    import_peft(model, folder)
+    first, second = (model.layers[i].attention.query for i in (0, 1))
+    assert (first.rank, second.rank) == (2, 3)
+    assert first.scale == pytest.approx(12 / 2) and second.scale == pytest.approx(12 / 3)
 
 
 def test_a_missing_lora_alpha_is_peft_default_8_and_said(tmp_path):

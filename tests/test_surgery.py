@@ -11,6 +11,7 @@ from lowrank_jax.surgery import (
     apply_lora,
     count_params,
     factorize,
+    merge_drift,
     merge_lora,
     ranks,
     trainable_filter,
@@ -335,3 +336,62 @@ def test_calibrated_factorize_of_an_encoder_at_full_rank_is_exact():
     np.testing.assert_allclose(model(tokens, mask), before, atol=1e-4)
     with pytest.raises(ValueError, match="calibration: no batches"):
         factorize(model, r"layers\.0\.attention\.query", rank=4, calibration=[])
+
+
+def _loras(model):
+    return {".".join(map(str, p)): m for p, m in nnx.iter_modules(model) if isinstance(m, LoRA)}
+
+
+def test_lora_rules_first_match_wins_with_their_own_rank_and_alpha():
+    model = apply_lora(
+        Toy(nnx.Rngs(0)),
+        QV,  # the catch-all rule, last: W_q, W_v of the layers no rule took
+        rank=2,
+        alpha=4.0,
+        rules=[(r"layers\.0\.attention\.query", 8, 16.0), (r"layers\.\d+\.ffn_in", 4, None)],
+        rngs=nnx.Rngs(1),
+    )
+    got = {path: (m.rank, m.scale) for path, m in _loras(model).items()}
+    assert got == {
+        "layers.0.attention.query": (8, 2.0),
+        "layers.0.ffn_in": (4, 1.0),
+        "layers.1.ffn_in": (4, 1.0),
+        "layers.0.attention.value": (2, 2.0),
+        "layers.1.attention.query": (2, 2.0),
+        "layers.1.attention.value": (2, 2.0),
+    }
+    assert ranks(model) == {path: rank for path, (rank, _) in got.items()}
+
+
+def test_a_rule_selecting_nothing_names_itself_and_the_nearest_paths():
+    with pytest.raises(ValueError) as caught:
+        apply_lora(Toy(nnx.Rngs(0)), rules=[(r"layers\.0\.attn\.query", 4, None)], rngs=nnx.Rngs(1))
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith("rules[0]: must be a pattern matching some of the dense layers here:")
+    assert "layers.0.attention.query" in message.split("here:")[1].split(", got")[0]
+    # a rule whose layers an earlier rule took selects nothing either (first match wins)
+    with pytest.raises(
+        ValueError, match=r"^rules\[1\]: must be a pattern selecting a layer no earl"
+    ):
+        apply_lora(Toy(nnx.Rngs(0)), rules=[(QV, 4, None), (r".*query", 2, None)], rngs=nnx.Rngs(1))
+
+
+def test_merge_drift_reports_the_output_change_and_leaves_the_model():
+    def model(dtype):
+        m = nnx.Sequential(nnx.Linear(D, D, param_dtype=dtype, dtype=jnp.float32, rngs=nnx.Rngs(0)))
+        m = apply_lora(m, r"layers\.0", rank=4, alpha=8.0, rngs=nnx.Rngs(1))
+        lora = m.layers[0]
+        b = lora.lora_b[...]
+        lora.lora_b[...] = jax.random.normal(jax.random.key(2), b.shape, b.dtype)
+        return m
+
+    x = jax.random.normal(jax.random.key(3), (4, D))
+    exact = merge_drift(model(jnp.float32), (x,))
+    rounded = merge_drift(model(jnp.bfloat16), (x,))
+    assert exact["max"] < 1e-5  # float32: the merge is exact up to float32 round-off
+    assert 1e-4 < rounded["max"] < 0.1  # bfloat16: one rounding of each merged weight shows
+    assert rounded["mean"] <= rounded["max"]
+    kept = model(jnp.bfloat16)
+    merge_drift(kept, (x,))
+    assert isinstance(kept.layers[0], LoRA) and not kept.layers[0].merged  # a copy was merged

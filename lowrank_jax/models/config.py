@@ -103,6 +103,9 @@ def default_config() -> ml_collections.ConfigDict:
                 "rslora": False,
                 "variant": "lora",  # lora | dora (a trained magnitude per output feature)
                 "init": "default",  # default (A random, B 0) | pissa | olora (from W; dense only)
+                # per-target [regex, rank, alpha] (alpha null: scale 1), first match wins; with
+                # rank > 0, [targets, rank, alpha] is the last rule (peft's rank_pattern)
+                "rules": [],
             },
             "adapters": {  # Houlsby adapters by surgery; bottleneck 0 = off
                 "bottleneck": 0,
@@ -110,6 +113,15 @@ def default_config() -> ml_collections.ConfigDict:
             },
         }
     )
+
+
+def _check_rule(rule, field: str) -> None:
+    """A LoRA rule: [regex, rank, alpha] (alpha a number or null)."""
+    if not isinstance(rule, list | tuple) or len(rule) != 3 or not isinstance(rule[0], str):
+        fail(field, "[regex, rank, alpha], e.g. ['layers\\.0\\..*', 4, 8.0]", rule)
+    check_int(rule[1], f"{field}.rank")
+    if rule[2] is not None and (isinstance(rule[2], bool) or not isinstance(rule[2], int | float)):
+        fail(f"{field}.alpha", "a number or null", rule[2])
 
 
 def resolve_config(model_config) -> ml_collections.ConfigDict:
@@ -193,8 +205,11 @@ def _validate(cfg) -> None:
         check_choice(cfg[field], f"model.{field}", valid)
     if cfg.head_hidden:
         check_int(cfg.head_hidden, "model.head_hidden")
-    if cfg.lora.rank:
-        check_int(cfg.lora.rank, "model.lora.rank")
+    for i, rule in enumerate(cfg.lora.rules):
+        _check_rule(rule, f"model.lora.rules[{i}]")
+    if cfg.lora.rank or cfg.lora.rules:
+        if cfg.lora.rank:
+            check_int(cfg.lora.rank, "model.lora.rank")
         check_rate(cfg.lora.dropout, "model.lora.dropout")
         check_choice(cfg.lora.variant, "model.lora.variant", lora_layer.VARIANTS)
         check_choice(cfg.lora.init, "model.lora.init", lora_layer.INITS)
