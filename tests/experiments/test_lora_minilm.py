@@ -128,3 +128,41 @@ def test_the_peer_trains_and_its_table_reads_both_sides(tmp_path):
     table = peer.table("trec", tmp_path / "peft", tmp_path / "ours")
     row = table["methods"]["lora_qv_alpha8"]
     assert row["peft"]["test_accuracy"]["n"] == 1 and row["ours"]["test_accuracy"] is None
+
+
+def test_peer_table_and_answer_read_both_sides(tmp_path):
+    tables = _load(ROOT / "experiments" / "lora_minilm" / "tables.py")
+
+    def side(mean, ci95, epochs, params=74_498):
+        return {
+            "test_accuracy": {"mean": mean, "std": 0.01, "n": 3, "ci95": ci95},
+            "best_epochs": epochs,
+            "params_trainable": params,
+        }
+
+    record = {
+        "task": "trec",
+        "epochs": 3,
+        "methods": {
+            "full": {
+                "ours": side(0.90, 0.01, [3, 3, 2]),
+                "peft": side(0.91, 0.02, [3, 3, 3]),
+                "step_s": None,
+            },
+            "lora_qv_alpha8": {
+                "ours": side(0.86, 0.01, [3, 3, 3]),
+                "peft": side(0.89, 0.01, [3, 3, 3]),
+                "step_s": None,
+            },
+        },
+    }
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "peer_trec.json").write_text(json.dumps(record))
+    lines = tables.peer_table(tmp_path, "trec").splitlines()
+    assert lines[2].startswith("| full fine-tuning | 74,498 | 0.900 ± 0.010 (n = 3) |")
+    assert "| within | 3,3,2/3,3,3 |" in lines[2]  # 0.90 inside 0.91 ± 0.02
+    assert "| below |" in lines[3]  # 0.86 under 0.89 - 0.01
+    answer = " ".join(tables.peer_answer(tmp_path, "trec").split())
+    assert "within or above peft's 95% interval on 1 of the 2 rows" in answer
+    assert "-4.0 points ours, -2.0 peft" in answer and "not met by ours, not met by peft" in answer
+    assert "epoch 3, 3, 2 (ours, one per seed) and 3, 3, 3 (peft) of 3" in answer
