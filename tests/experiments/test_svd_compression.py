@@ -35,3 +35,16 @@ def test_the_linear_probe_separates_what_is_separable_and_not_noise():
     assert probe(x[:400], labels[:400], x[400:], labels[400:]) > 0.95  # separable classes
     noise = rng.integers(0, 3, 600)  # labels that the features do not carry
     assert abs(probe(x[:400], noise[:400], x[400:], noise[400:]) - 1 / 3) < 0.1
+
+
+@pytest.mark.slow  # a long quick form (DEVELOPERS.md)
+def test_budget_quick_form_spends_the_same_budget_three_ways():
+    budget = load_module(RUN.with_name("budget.py"))
+    rows = budget.main(["--quick", "--targets", "ffn"])
+    by = {row["method"]: row for row in rows}
+    assert set(by) == {"original", *budget.METHODS}
+    for method in budget.METHODS:  # half of the FFN weights (biases unchanged), each way
+        assert by[method]["params_kept"] == pytest.approx(0.5, abs=0.005)
+    assert len(set(by["uniform whitened"]["ranks"].values())) == 1  # one rank everywhere
+    assert len(set(by["greedy whitened"]["ranks"].values())) > 1  # ranks of their own
+    assert by["uniform whitened"]["mean_cosine"] > by["uniform plain"]["mean_cosine"]
