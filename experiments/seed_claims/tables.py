@@ -1,0 +1,237 @@
+"""Generated blocks of experiments/seed_claims/README.md: the founding text's two claims.
+
+``regularisation``: results/regularisation/runs.csv (``lowrank-jax report``'s
+per-run rows of the trec sweep), each factorized point against the dense
+model by the 95% Welch interval of the difference of their means over seeds.
+``latency``: results/latency.json (``latency.py``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from lowrank_jax.stats import difference, interval
+from lowrank_jax.tables import TablesError, markdown_table, prose, read_csv
+
+# The two readings of "a low rank regularises" and the metric each is decided on:
+# the final models' train - test gap (after every epoch: how much they overfit), and
+# the test accuracy of each run's model selected on validation (how well it generalises).
+CLAIMS = {
+    "reduces overfitting": ("final_train_test_gap", -1),  # -1: supported when lower
+    "improves generalisation": ("test_accuracy", +1),
+}
+METRIC_NAMES = {
+    "final_train_test_gap": "the final model's train − test gap",
+    "test_accuracy": "the selected model's test accuracy",
+}
+
+
+def _label(run: dict[str, str]) -> tuple[tuple, str]:
+    if run["ffn_rank"]:
+        return (1, int(run["ffn_rank"])), f"factorized FFN R = {run['ffn_rank']}"
+    if run["qkv_rank"]:
+        return (2, int(run["qkv_rank"])), f"factorized Q/K/V/out R = {run['qkv_rank']}"
+    return (0, 0), "dense"
+
+
+def _points(folder: Path) -> dict[str, list[dict[str, str]]]:
+    """Finished runs grouped by point label, dense first, then FFN and Q/K/V ranks."""
+    runs = [r for r in read_csv(folder / "results" / "regularisation" / "runs.csv")]
+    runs = sorted((r for r in runs if r["status"] == "done"), key=lambda r: _label(r)[0])
+    points: dict[str, list[dict[str, str]]] = {}
+    for run in runs:
+        points.setdefault(_label(run)[1], []).append(run)
+    if "dense" not in points:
+        raise TablesError("results/regularisation/runs.csv: no finished dense run")
+    return points
+
+
+def verdict(values: list[float], reference: list[float], sign: int) -> tuple[str, dict]:
+    """supported / refuted / undecided: the difference's 95% interval beside 0.
+
+    ``sign`` +1: the claim is that ``values`` are higher; -1: lower.
+
+    Example:
+      >>> verdict([0.80, 0.81, 0.79], [0.70, 0.71, 0.69], +1)[0]
+      'supported'
+      >>> verdict([0.80, 0.81, 0.79], [0.70, 0.71, 0.69], -1)[0]
+      'refuted'
+      >>> verdict([0.80, 0.60, 0.70], [0.70, 0.71, 0.69], +1)[0]
+      'undecided'
+    """
+    diff = difference(values, reference)
+    if diff["ci95"] is None:
+        return "undecided", diff
+    low, high = sign * diff["mean"] - diff["ci95"], sign * diff["mean"] + diff["ci95"]
+    return ("supported" if low > 0 else "refuted" if high < 0 else "undecided"), diff
+
+
+def _values(runs: list[dict[str, str]], metric: str) -> list[float]:
+    return [float(r[metric]) for r in runs]
+
+
+def _cell(runs: list[dict[str, str]], metric: str) -> str:
+    stats = interval(_values(runs, metric))
+    return f"{stats['mean']:.3f}" + (f" ± {stats['ci95']:.3f}" if stats["ci95"] else "")
+
+
+def regularisation(folder: Path) -> str:
+    """Per point: parameters, the selected and final models' accuracies and gaps, verdicts."""
+    points = _points(folder)
+    dense = points["dense"]
+    rows = []
+    for label, runs in points.items():
+        verdicts = [
+            "—" if label == "dense" else verdict(_values(runs, m), _values(dense, m), s)[0]
+            for m, s in CLAIMS.values()
+        ]
+        rows.append(
+            [
+                label,
+                f"{int(runs[0]['params_total']):,}",
+                str(len(runs)),
+                _cell(runs, "test_accuracy"),
+                _cell(runs, "train_test_gap"),
+                _cell(runs, "final_test_accuracy"),
+                _cell(runs, "final_train_accuracy"),
+                _cell(runs, "final_train_test_gap"),
+                *verdicts,
+            ]
+        )
+    header = [
+        "model",
+        "params",
+        "seeds",
+        "test acc. (selected)",
+        "gap (selected)",
+        "test acc. (final)",
+        "train acc. (final)",
+        "gap (final)",
+        "reduces overfitting?",
+        "improves generalisation?",
+    ]
+    return markdown_table(header, rows, "lrrrrrrrcc")
+
+
+def regularisation_answer(folder: Path) -> str:
+    """The README's answer: where each claim is supported, refuted or undecided."""
+    points = _points(folder)
+    dense = points.pop("dense")
+    parts = []
+    for claim, (metric, sign) in CLAIMS.items():
+        found: dict[str, list[str]] = {}
+        for label, runs in points.items():
+            result, diff = verdict(_values(runs, metric), _values(dense, metric), sign)
+            found.setdefault(result, []).append(
+                f"{label} ({diff['mean']:+.3f} ± {diff['ci95']:.3f})"
+                if diff["ci95"] is not None
+                else f"{label} ({diff['mean']:+.3f}, one seed)"
+            )
+        summary = "; ".join(f"{result} at {', '.join(where)}" for result, where in found.items())
+        parts.append(f"**{claim}** ({METRIC_NAMES[metric]}, minus dense's): {summary}.")
+    overall = {
+        claim: {
+            verdict(_values(runs, metric), _values(dense, metric), sign)[0]
+            for runs in points.values()
+        }
+        for claim, (metric, sign) in CLAIMS.items()
+    }
+    words = []
+    for claim, results in overall.items():
+        if results == {"supported"}:
+            words.append(f'"{claim}" is supported at every rank tried')
+        elif "supported" in results and "refuted" not in results:
+            words.append(f'"{claim}" is supported at some ranks, undecided at the others')
+        elif "supported" in results:
+            words.append(f'"{claim}" is supported at some ranks and refuted at others')
+        elif "refuted" in results and "undecided" not in results:
+            words.append(f'"{claim}" is refuted at every rank tried')
+        elif "refuted" in results:
+            words.append(f'"{claim}" is refuted at some ranks, undecided at the others')
+        else:
+            words.append(f'"{claim}" is undecided at this scale')
+    lines = [*parts, "**Verdict at this scale**: " + "; ".join(words) + "."]
+    return "\n".join("- " + prose(line, 74).replace("\n", "\n  ") for line in lines)
+
+
+def latency(folder: Path) -> str:
+    """Forward time per example against R, as a ratio to the dense model's, per batch."""
+    record = json.loads((folder / "results" / "latency.json").read_text())
+    ranks = [str(r) for r in record["ranks"]]
+    flop = record["flop_break_even"]
+    header = ["batch", "dense (ms / example)", *(f"R = {r}" for r in ranks), "break-even R"]
+    rows = []
+    for row in record["rows"]:
+        measured = row["measured_break_even"]
+        rows.append(
+            [
+                str(row["batch"]),
+                f"{row['dense_s_per_example'] * 1e3:.2f}",
+                *(f"{row['ratio_to_dense'][r]:.2f}×" for r in ranks),
+                "none measured" if measured is None else f"{measured:.0f}",
+            ]
+        )
+    model = record["model"]
+    note = (
+        f"Time per example as a ratio to the dense model's ({model['layers']} layers, width "
+        f"{model['dim']}, FFN {model['ffn']}, N = {model['length']}; medians over "
+        f"{record['rounds']} round-robin rounds of {record['repeats']} calls). The FLOP "
+        f"break-even rank is D F / (D + F) = {flop:.0f}: below it a factor pair has fewer "
+        "weights and multiply-adds than the dense matrix. The measured break-even is where "
+        "the ratio first reaches 1 (interpolated between neighbouring ranks)."
+    )
+    return markdown_table(header, rows, "r" * len(header)) + "\n\n" + prose(note, 76)
+
+
+def latency_answer(folder: Path) -> str:
+    """The README's answer: below which rank a factorized FFN is faster, per batch."""
+    record = json.loads((folder / "results" / "latency.json").read_text())
+    rows, low = record["rows"], str(record["ranks"][0])
+    crossings = [row["measured_break_even"] for row in rows]
+    batches = " / ".join(str(row["batch"]) for row in rows)
+    if any(c is None for c in crossings):
+        where = "does not cross the dense model's time at every batch in the ranks measured"
+    else:
+        where = (
+            f"is faster than the dense one below R ≈ {' / '.join(f'{c:.0f}' for c in crossings)} "
+            f"(measured) at batch {batches}, against the FLOP break-even "
+            f"{record['flop_break_even']:.0f}"
+        )
+    lowest = " / ".join(f"{row['ratio_to_dense'][low]:.2f}×" for row in rows)
+    faster = all(row["ratio_to_dense"][low] < 1 for row in rows)
+    verdict = (
+        "Supported on this CPU, below a measured break-even rank."
+        if faster
+        else "Not supported on this CPU: even the lowest rank is not faster."
+    )
+    text = (
+        f"**{verdict}** A factorized FFN {where}; between the two it does fewer "
+        "multiply-adds yet runs slower (two matmuls and an [N, R] intermediate instead of "
+        f"one matmul). At R = {low} the whole forward pass takes {lowest} of the dense "
+        "model's time per example: only the FFN is factorized, so attention, embeddings "
+        "and norms bound the saving. On another device the break-even differs: rerun "
+        "`latency.py` there."
+    )
+    return prose(text, 76)
+
+
+def verdicts(folder: Path) -> dict[str, dict[str, str]]:
+    """Per claim, per factorized point: supported / refuted / undecided."""
+    points = _points(folder)
+    dense = points.pop("dense")
+    return {
+        claim: {
+            label: verdict(_values(runs, metric), _values(dense, metric), sign)[0]
+            for label, runs in points.items()
+        }
+        for claim, (metric, sign) in CLAIMS.items()
+    }
+
+
+TABLES = {
+    "regularisation": regularisation,
+    "regularisation_answer": regularisation_answer,
+    "latency": latency,
+    "latency_answer": latency_answer,
+}
