@@ -22,6 +22,7 @@ def test_break_even_and_crossing():
     assert latency.crossing([16, 32], [1.2, 1.4]) is None
 
 
+@pytest.mark.slow  # a long quick form (DEVELOPERS.md)
 def test_quick_form_times_every_rank_against_dense(tmp_path):
     latency = load_module(LATENCY)
     out = tmp_path / "latency.json"
