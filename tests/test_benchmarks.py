@@ -40,9 +40,8 @@ def test_quick_suite_reports_every_target(tmp_path):
         assert row["status"] == verdict(row["checks"]), row
         for _, _, op, bound in row["checks"] or []:  # the goal the row shows is the one checked
             if op != "==":
-                assert f"{'≤' if op == '<=' else '≥'} {bound:g}" in row["goal"].replace("%", ""), (
-                    row
-                )
+                shown = f"{bound * 100:g}%" if "%" in row["goal"] else f"{bound:g}"
+                assert f"{'≤' if op == '<=' else '≥'} {shown}" in row["goal"], row
     # the trainer's loop: one trace, no implicit host<->device transfer (not a timing)
     (loop,) = [row for row in rows if row["target"].startswith("7.")]
     assert loop["status"] == "pass", loop["measured"]
