@@ -128,10 +128,13 @@ def seed_claims(folder: Path) -> str:
 
     def where(claim: str, result: str) -> str:
         labels = [label for label, v in found[claim].items() if v == result]
-        return ", ".join(labels) or "no rank"
+        return ", ".join(labels) or "none of the ranks tried"
 
     latency = _json(here / "results" / "latency.json")
-    crossings = " / ".join(f"{r['measured_break_even']:.0f}" for r in latency["rows"])
+    crossings = " / ".join(
+        "—" if r["measured_break_even"] is None else f"{r['measured_break_even']:.0f}"
+        for r in latency["rows"]
+    )
     batches = " / ".join(str(r["batch"]) for r in latency["rows"])
     return (
         f"measured (CPU scale, 3 seeds, Welch 95%): a smaller train − test gap at "

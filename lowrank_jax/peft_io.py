@@ -97,6 +97,13 @@ def export_peft(
             f"peft export: LoRA layers differ in (rank, scale, rslora): {sorted(settings)}; "
             "peft's adapter_config.json has one of each"
         )
+    other = [(path, m) for path, m in loras.items() if (m.variant, m.init) != ("lora", "default")]
+    if other:
+        path, m = other[0]
+        raise ValueError(
+            f"peft export: {path} is variant {m.variant!r}, init {m.init!r}; only plain LoRA "
+            "exports for now (DoRA's magnitude and PiSSA's residual base are not written)"
+        )
     merged = [path for path, m in loras.items() if m.merged]
     if merged:
         raise ValueError(f"peft export: {merged[0]} is merged; unmerge it first")
@@ -172,6 +179,8 @@ def import_peft(model: nnx.Module, folder: str | Path, *, rngs: nnx.Rngs | None 
         if missing_half:
             raise ValueError(f"peft import: {name} lacks lora_{missing_half[0]}")
         rank, _, scale = settings[path]
+        if isinstance(target, LoRA) and (target.variant, target.init) != ("lora", "default"):
+            raise ValueError(f"peft import: {path} is a {target.variant} layer; only plain LoRA")
         if isinstance(target, LoRA) and (
             target.rank != rank or not math.isclose(target.scale, scale)
         ):

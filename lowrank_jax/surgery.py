@@ -23,7 +23,7 @@ from flax import nnx
 from lowrank_jax.calibration import whitening as _whitening
 from lowrank_jax.config import ConfigError, fail
 from lowrank_jax.layers import Adapter, FactorizedDense, LoRA, WithAdapter
-from lowrank_jax.layers.common import kernel_axes_of
+from lowrank_jax.layers.common import check_rank, kernel_axes_of
 from lowrank_jax.layers.factorized import singular_values
 from lowrank_jax.paths import Path, dotted
 from lowrank_jax.paths import get as _get
@@ -113,7 +113,8 @@ def apply_lora(
     """Wrap every selected dense layer (``nnx.Linear``, ``FactorizedDense``) in ``LoRA``.
 
     ``rules``: ``(regex, rank, alpha)`` per-target settings (peft's
-    ``rank_pattern`` / ``alpha_pattern``): a layer takes the first rule whose
+    ``rank_pattern`` / ``alpha_pattern``; a rule's alpha None means scale 1, it
+    does not inherit ``alpha``): a layer takes the first rule whose
     regex matches its whole path; ``targets`` with ``rank`` and ``alpha``, when
     given, is the last rule. A rule that selects no layer (none matches, or
     earlier rules took them all) raises, naming the rule and the nearest paths.
@@ -148,6 +149,17 @@ def apply_lora(
             )
         plan.update({path: (r, a) for path, _ in new})
     selected = [(path, _get(model, path)) for path in plan]
+    for path, layer in selected:  # PiSSA / OLoRA write the base: check every layer first
+        try:
+            check_rank(plan[path][0], layer.in_features, layer.out_features)
+            if init != "default" and not isinstance(layer, nnx.Linear):
+                fail(
+                    "init",
+                    f"'default' for a {type(layer).__name__} base ({init} needs a dense kernel)",
+                    init,
+                )
+        except ConfigError as e:
+            raise ConfigError(f"{dotted(path)}.{e}") from None
 
     def wrap(path: Path, layer: nnx.Module) -> LoRA:
         r, a = plan[path]
@@ -174,8 +186,10 @@ def merge_drift(model: nnx.Module, batch) -> dict[str, float]:
     1388; ``LoRA.merge`` computes in float32 and rounds once).
     """
     args = (batch["tokens"], batch["mask"]) if isinstance(batch, dict) else tuple(batch)
-    merged = merge_lora(nnx.clone(model))
-    change = jnp.abs(merged(*args).astype(jnp.float32) - model(*args).astype(jnp.float32))
+    unmerged, merged = nnx.clone(model), merge_lora(nnx.clone(model))
+    unmerged.eval()  # both in eval mode (LoRA dropout off); the model itself is untouched
+    merged.eval()
+    change = jnp.abs(merged(*args).astype(jnp.float32) - unmerged(*args).astype(jnp.float32))
     return {"max": float(change.max()), "mean": float(change.mean())}
 
 

@@ -151,3 +151,15 @@ def test_a_missing_lora_alpha_is_peft_default_8_and_said(tmp_path):
     lora = model.layers[0].attention.query
     assert lora.rank == 2 and lora.scale == pytest.approx(8 / 2)
     np.testing.assert_allclose(np.asarray(lora.lora_a[...]), 0.1)
+
+
+def test_only_plain_lora_exports(tmp_path):
+    model = _tiny_model()
+    surgery.apply_lora(
+        model, r"layers\.0\.attention\.query", rank=2, variant="dora", rngs=nnx.Rngs(1)
+    )
+    with pytest.raises(
+        ValueError, match=r"^peft export: layers\.0\.attention\.query is variant 'dora'"
+    ):
+        export_peft(model, tmp_path / "adapter")
+    assert not (tmp_path / "adapter").exists()

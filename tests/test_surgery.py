@@ -395,3 +395,13 @@ def test_merge_drift_reports_the_output_change_and_leaves_the_model():
     kept = model(jnp.bfloat16)
     merge_drift(kept, (x,))
     assert isinstance(kept.layers[0], LoRA) and not kept.layers[0].merged  # a copy was merged
+
+
+def test_pissa_checks_every_layer_before_writing_any_base():
+    model = Toy(nnx.Rngs(0))
+    factorize(model, r"layers\.1\.ffn_in", rank=4)  # one factorized base among dense ones
+    before = np.asarray(model.layers[0].ffn_in.kernel[...])
+    with pytest.raises(ValueError, match=r"^layers\.1\.ffn_in\.init: must be 'default' for a"):
+        apply_lora(model, r"layers\.\d+\.ffn_in", rank=2, init="pissa", rngs=nnx.Rngs(1))
+    np.testing.assert_array_equal(model.layers[0].ffn_in.kernel[...], before)  # untouched
+    assert not _loras(model)

@@ -200,18 +200,23 @@ def latency_answer(folder: Path) -> str:
         )
     lowest = " / ".join(f"{row['ratio_to_dense'][low]:.2f}×" for row in rows)
     faster = all(row["ratio_to_dense"][low] < 1 for row in rows)
-    verdict = (
-        "Supported on this CPU, below a measured break-even rank."
-        if faster
-        else "Not supported on this CPU: even the lowest rank is not faster."
-    )
+    if not faster:
+        verdict = "Not supported on this CPU: even the lowest rank is not faster."
+    elif any(c is None for c in crossings):
+        verdict = "Supported on this CPU at every rank measured at some batch."
+    else:
+        verdict = "Supported on this CPU, below a measured break-even rank."
+    gap = ""
+    if all(c is not None and c < record["flop_break_even"] for c in crossings):
+        gap = (
+            "; between the two it does fewer multiply-adds yet runs slower (two matmuls and "
+            "an [N, R] intermediate instead of one matmul)"
+        )
     text = (
-        f"**{verdict}** A factorized FFN {where}; between the two it does fewer "
-        "multiply-adds yet runs slower (two matmuls and an [N, R] intermediate instead of "
-        f"one matmul). At R = {low} the whole forward pass takes {lowest} of the dense "
-        "model's time per example: only the FFN is factorized, so attention, embeddings "
-        "and norms bound the saving. On another device the break-even differs: rerun "
-        "`latency.py` there."
+        f"**{verdict}** A factorized FFN {where}{gap}. At R = {low} the whole forward pass "
+        f"takes {lowest} of the dense model's time per example: only the FFN is factorized, "
+        "so attention, embeddings and norms bound the saving. On another device the "
+        "break-even differs: rerun `latency.py` there."
     )
     return prose(text, 76)
 

@@ -138,13 +138,19 @@ class LoRA(nnx.Module):
         # DoRA, as peft: y + (m/‖W + s·A·B‖ − 1)·(h·W) + m/‖W + s·A·B‖ · s·h·A·B
         weight = self.base_weight()
         norm = jax.lax.stop_gradient(self._norm(self._adapted()))
-        ratio = (self.magnitude[...] / norm).astype(update.dtype)
+        ratio = self._ratio(norm)  # float32; 1 where a column is all zero
         if self.dropout is None:  # the base's own output, less its bias
             bias = getattr(self.base, "bias", None)
-            plain = y if bias is None else y - bias[...]
+            plain = y if bias is None else y - bias[...].astype(y.dtype)
         else:  # the dropped input through W (peft's path when dropout is on)
             plain = jnp.dot(h, weight.astype(h.dtype))
-        return y + (ratio - 1) * plain + ratio * update
+        out = y + (ratio - 1).astype(y.dtype) * plain + ratio.astype(y.dtype) * update
+        return out.astype(y.dtype)
+
+    def _ratio(self, norm: Float[Array, " out"]) -> Float[Array, " out"]:
+        """m / ‖W + s·A·B‖ in float32 (1 for an all-zero column, not 0/0)."""
+        magnitude = self.magnitude[...].astype(jnp.float32)
+        return jnp.where(norm > 0, magnitude / jnp.where(norm > 0, norm, 1.0), 1.0)
 
     @staticmethod
     def _norm(weight: Float[Array, "in out"]) -> Float[Array, " out"]:
@@ -209,7 +215,7 @@ class LoRA(nnx.Module):
         if self.variant == "dora":
             norm = self._norm(self._adapted())
             self.merged_norm[...] = norm
-            ratio = self.magnitude[...].astype(jnp.float32) / norm
+            ratio = self._ratio(norm)
         if isinstance(base, FactorizedDense):
             a, b = self.scale * self.lora_a[...], self.lora_b[...]
             grown = jnp.concatenate([base.b[...], b.astype(base.b.dtype)], axis=0)
@@ -232,7 +238,7 @@ class LoRA(nnx.Module):
         base = self.base
         ratio = None
         if self.variant == "dora":
-            ratio = self.magnitude[...].astype(jnp.float32) / self.merged_norm[...]
+            ratio = self._ratio(self.merged_norm[...])
         if isinstance(base, FactorizedDense):
             keep = base.rank - self.rank
             b = base.b[...][:keep]
