@@ -29,17 +29,6 @@ def _abstract(model_config: ml_collections.ConfigDict, with_surgery: bool) -> nn
     )
 
 
-def _size(module: nnx.Module, kind: type = nnx.Param) -> int:
-    return sum(int(_prod(value.shape)) for _, value in nnx.to_flat_state(nnx.state(module, kind)))
-
-
-def _prod(shape) -> int:
-    out = 1
-    for n in shape:
-        out *= n
-    return out
-
-
 def rows(config: ml_collections.ConfigDict) -> tuple[list[list[str]], dict[str, int]]:
     """One row per selected layer (path, what, rank, alpha, parameters added; a
     factorized layer: against its dense kernel) and the totals."""
@@ -56,7 +45,7 @@ def rows(config: ml_collections.ConfigDict) -> tuple[list[list[str]], dict[str, 
             what = "LoRA" if module.variant == "lora" else "DoRA"
             table.append([dotted(path), what, str(module.rank), alpha, f"{added:+,}"])
         elif isinstance(module, WithAdapter):
-            added = _size(module.adapter)
+            added = surgery.count_params(module.adapter)["total"]
             bottleneck = str(module.adapter.bottleneck)
             table.append([dotted(path), "adapter", bottleneck, "—", f"{added:+,}"])
         elif isinstance(module, FactorizedDense):  # built factorized (model.*.dense.kind)
@@ -64,7 +53,7 @@ def rows(config: ml_collections.ConfigDict) -> tuple[list[list[str]], dict[str, 
             table.append([dotted(path), "factorized", str(r), "—", f"{r * (i + o) - i * o:+,}"])
     counts = surgery.count_params(after, config.train.get("trainable", "auto"))
     totals = {
-        "before": _size(before),
+        "before": surgery.count_params(before)["total"],
         "total": counts["total"],
         "trainable": counts["trainable"],
         "frozen": counts["total"] - counts["trainable"],

@@ -25,6 +25,7 @@ from lowrank_jax.config import ConfigError, fail
 from lowrank_jax.layers import Adapter, FactorizedDense, LoRA, WithAdapter
 from lowrank_jax.layers.common import check_rank, kernel_axes_of
 from lowrank_jax.layers.factorized import singular_values
+from lowrank_jax.layers.lora import check_init
 from lowrank_jax.paths import Path, dotted
 from lowrank_jax.paths import get as _get
 from lowrank_jax.paths import modules as _modules
@@ -152,12 +153,7 @@ def apply_lora(
     for path, layer in selected:  # PiSSA / OLoRA write the base: check every layer first
         try:
             check_rank(plan[path][0], layer.in_features, layer.out_features)
-            if init != "default" and not isinstance(layer, nnx.Linear):
-                fail(
-                    "init",
-                    f"'default' for a {type(layer).__name__} base ({init} needs a dense kernel)",
-                    init,
-                )
+            check_init(init, layer)
         except ConfigError as e:
             raise ConfigError(f"{dotted(path)}.{e}") from None
 

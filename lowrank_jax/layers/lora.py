@@ -48,6 +48,20 @@ VARIANTS = ("lora", "dora")
 INITS = ("default", "pissa", "olora")
 
 
+def check_init(init: str, base: nnx.Module) -> None:
+    """``init`` (field ``init``): PiSSA / OLoRA need a base with a dense kernel to split."""
+    check_choice(init, "init", INITS)
+    kernel = getattr(base, "kernel", None)
+    if init != "default" and (
+        isinstance(base, FactorizedDense) or not isinstance(kernel, nnx.Variable)
+    ):
+        fail(
+            "init",
+            f"'default' for a {type(base).__name__} base ({init} needs a dense kernel)",
+            init,
+        )
+
+
 class MergedNorm(nnx.Variable):
     """DoRA's ‖W + s·A·B‖ at merge time, kept to undo the merge exactly (not trained)."""
 
@@ -90,7 +104,7 @@ class LoRA(nnx.Module):
         check_rank(rank, in_features, out_features)
         check_rate(dropout, "dropout")
         check_choice(variant, "variant", VARIANTS)
-        check_choice(init, "init", INITS)
+        check_init(init, base)
         param_dtype = getattr(base, "param_dtype", jnp.float32)
         in_axis, out_axis = kernel_axes_of(base)
         self.base = base
@@ -174,13 +188,7 @@ class LoRA(nnx.Module):
         OLoRA: A, B are the first R rows of R and columns of Q in Wᵀ = Q·R (peft's
         ``olora_init`` on the [out, in] weight), unscaled.
         """
-        kernel = getattr(self.base, "kernel", None)
-        if isinstance(self.base, FactorizedDense) or not isinstance(kernel, nnx.Variable):
-            fail(
-                "init",
-                f"'default' for a {type(self.base).__name__} base ({init} needs a dense kernel)",
-                init,
-            )
+        kernel = self.base.kernel  # a dense kernel: check_init ran in __init__
         weight = np.asarray(kernel[...], np.float64)
         r = self.rank
         if init == "pissa":
