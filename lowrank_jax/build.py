@@ -30,6 +30,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from lowrank_jax import data, surgery
 from lowrank_jax.config import ConfigError, check_known, require, within
 from lowrank_jax.layers import macs_per_token
+from lowrank_jax.layers.factorized import frobenius_paths
 from lowrank_jax.models import build_encoder, pretrained, resolve_config
 from lowrank_jax.train import losses, sharding, step
 from lowrank_jax.train.checkpoint import Checkpointer, CheckpointError
@@ -126,7 +127,8 @@ def model_and_optimizer(config: ml_collections.ConfigDict, student: nnx.Module |
     """
     built = student if student is not None else model(config.model, rngs=run_rngs(config.seed))
     wrt = surgery.trainable_filter(built, config.train.trainable)
-    return built, nnx.Optimizer(built, step.make_optimizer(config.train), wrt=wrt), wrt
+    tx = step.make_optimizer(config.train, no_decay=frobenius_paths(built))
+    return built, nnx.Optimizer(built, tx, wrt=wrt), wrt
 
 
 @dataclasses.dataclass

@@ -28,6 +28,7 @@ from typing import Any
 from lowrank_jax.config import ConfigError, check_int, load_config
 from lowrank_jax.train.lock import RunLock
 from lowrank_jax.train.metrics import read_json
+from lowrank_jax.train.rundir import same_config
 
 Point = dict[str, Any]
 
@@ -154,7 +155,7 @@ def _finished(run_dir: Path, expected: dict | None) -> bool:
     if expected is None or not all(p.exists() for p in paths) or (run_dir / "failed.json").exists():
         return False
     try:  # a damaged file is no finished run: the trainer rewrites it, or names it
-        return read_json(paths[0]) == expected and isinstance(read_json(paths[1]), dict)
+        return same_config(read_json(paths[0]), expected) and isinstance(read_json(paths[1]), dict)
     except ConfigError:
         return False
 

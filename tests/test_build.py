@@ -135,6 +135,31 @@ def test_train_state_is_what_the_trainer_and_bench_use(tmp_path):
     assert set(run.eval_step(state, placed)) == {"loss", "accuracy", "count"}
 
 
+def test_frobenius_decay_is_in_the_gradient_not_in_the_logged_loss():
+    """Same batch, same start: the decayed run logs the same loss, its penalty
+    beside it, and takes a different step (the penalty's gradient)."""
+    from lowrank_jax.train import sharding
+
+    batch = {
+        "tokens": np.arange(32 * 64).reshape(32, 64) % 30 + 1,
+        "mask": np.ones((32, 64), bool),
+        "label": np.arange(32) % 4,
+    }
+    out = {}
+    for decay in (0.0, 10.0):
+        config = _tiny(weight_decay=0.0, warmup_steps=0, schedule="constant")
+        config.model.dropout = 0.0
+        config.model.ffn.dense.update(kind="factorized", rank=8, frobenius_decay=decay)
+        run = build.train_state(config, build.single_device_mesh())
+        placed = sharding.place_batch(batch, run.mesh, 32)
+        state, metrics = run.train_step(run.state, placed)
+        out[decay] = metrics, np.asarray(run.merge(state).layers[0].ffn.up.a[...])
+    (plain, plain_a), (decayed, decayed_a) = out[0.0], out[10.0]
+    assert "frobenius_penalty" not in plain and float(decayed["frobenius_penalty"]) > 0
+    assert float(decayed["loss"]) == pytest.approx(float(plain["loss"]), rel=1e-6)
+    assert not np.allclose(plain_a, decayed_a)
+
+
 def test_distillation_from_self_starts_at_zero_and_trains(tmp_path):
     """LoRA's B starts at 0, so the student equals its teacher (itself before surgery)."""
     from lowrank_jax.train.trainer import train_and_evaluate

@@ -191,3 +191,29 @@ def test_difference_is_welchs_interval():
     assert got["ci95"] == pytest.approx((welch.high - welch.low) / 2)
     assert difference([1.0], [0.0, 1.0])["ci95"] is None  # one seed: no interval
     assert difference([1.0, 1.0], [0.5, 0.5]) == {"mean": 0.5, "ci95": 0.0}
+
+
+def test_a_field_added_later_at_its_default_keeps_a_run_finished(tmp_path):
+    """A run recorded before an upgrade added a field (here the factorized kind's
+    ``init``) is the same config when the new field holds its default."""
+    from lowrank_jax.sweep import _finished
+    from lowrank_jax.train import rundir
+
+    from lowrank_jax.config import load_config
+
+    tiny = Path(__file__).parents[1] / "configs" / "tiny.py"
+    config = json.loads(load_config(str(tiny)).to_json_best_effort(sort_keys=True))
+    old = json.loads(json.dumps(config))
+    del old["model"]["ffn"]["dense"]["init"], old["model"]["lora"]["rules"]
+    assert rundir.same_config(old, config)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(old))
+    (run / "summary.json").write_text("{}")
+    assert _finished(run, config)
+    rundir.check(run, config, force=False)  # the trainer resumes it too
+    changed = json.loads(json.dumps(config))
+    changed["model"]["ffn"]["dense"]["init"] = "spectral"  # not the default: another run
+    assert not rundir.same_config(old, changed) and not _finished(run, changed)
+    with pytest.raises(ValueError, match=r"model\.ffn\.dense\.init: None -> 'spectral'"):
+        rundir.check(run, changed, force=False)

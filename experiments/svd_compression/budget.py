@@ -57,11 +57,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
     tokenizer = pretrained.tokenizer_from(pretrained.model_dir(RUN.MODEL))
     reference = pretrained.embed(original, tokenizer, held_out)
     probes = RUN.Probes(args.probe)
-    rows = [{"targets": None, "budget": None, "method": "original", **probes(original, tokenizer)}]
+    out = Path(args.out)
+    done = [] if args.quick or not out.exists() else json.loads(out.read_text())
+    kept = {(r["targets"], r["budget"], r["method"]): r for r in done}
+    rows = done[:1] or [
+        {"targets": None, "budget": None, "method": "original", **probes(original, tokenizer)}
+    ]
     for targets in args.targets.split(","):
         pattern, base = RUN.TARGETS[targets], RUN.target_params(original, targets)
         for budget in budgets:
             for method, (allocation, calibrated) in METHODS.items():
+                if (targets, budget, method) in kept:  # measured by a run that stopped
+                    rows.append(kept[targets, budget, method])
+                    continue
                 model = build.model(config.model, rngs=build.run_rngs(config.seed))
                 model.eval()
                 cal = list(pretrained.batches(tokenizer, calibration, 32)) if calibrated else None
@@ -87,8 +95,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     f"{min(ranks.values())}-{max(ranks.values())}",
                     flush=True,
                 )
-    if not args.quick:
-        Path(args.out).write_text(json.dumps(rows, indent=1) + "\n")
+                if not args.quick:  # after every row: a stopped run resumes
+                    out.write_text(json.dumps(rows, indent=1) + "\n")
     return rows
 
 

@@ -75,6 +75,7 @@ def make_attention(
     options: Mapping | None = None,
     dense_kind: str = "dense",
     rank: int | None = None,
+    dense_options: dict | None = None,
     shared: dict | None = None,
     dtype: jnp.dtype | None = None,
     rngs: nnx.Rngs,
@@ -82,7 +83,8 @@ def make_attention(
     """Build ``MultiHeadAttention`` with the mixer of ``kind``.
 
     ``options`` are the kind's own (``options_of(kind)``); an unknown one raises
-    ``ConfigError`` listing the valid ones.
+    ``ConfigError`` listing the valid ones. ``dense_kind``, ``rank`` and
+    ``dense_options`` build the four projections (``layers.make_dense``).
 
     Example:
       >>> import jax.numpy as jnp
@@ -105,5 +107,12 @@ def make_attention(
         **options,
     )
     return MultiHeadAttention(
-        dim, heads, mixer, dense_kind=dense_kind, rank=rank, dtype=dtype, rngs=rngs
+        dim,
+        heads,
+        mixer,
+        dense_kind=dense_kind,
+        rank=rank,
+        dense_options=dense_options,
+        dtype=dtype,
+        rngs=rngs,
     )

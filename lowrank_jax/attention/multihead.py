@@ -34,6 +34,7 @@ class MultiHeadAttention(nnx.Module):
       heads: H.
       mixer: an attention mixer, ``(q, k, v, mask) -> out`` on [B, N, H, K].
       dense_kind, rank: the dense kind of the four projections (``make_dense``).
+      dense_options: that kind's options (``init``, ``frobenius_decay``).
       dtype: computation dtype of the projections.
       rngs: random streams.
     """
@@ -46,6 +47,7 @@ class MultiHeadAttention(nnx.Module):
         *,
         dense_kind: str = "dense",
         rank: int | None = None,
+        dense_options: dict | None = None,
         dtype: jnp.dtype | None = None,
         rngs: nnx.Rngs,
     ):
@@ -53,7 +55,14 @@ class MultiHeadAttention(nnx.Module):
 
         def dense(axes):
             return make_dense(
-                dense_kind, dim, dim, rank=rank, kernel_axes=axes, dtype=dtype, rngs=rngs
+                dense_kind,
+                dim,
+                dim,
+                rank=rank,
+                kernel_axes=axes,
+                dtype=dtype,
+                rngs=rngs,
+                **(dense_options or {}),
             )
 
         self.query, self.key, self.value = (

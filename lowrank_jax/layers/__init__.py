@@ -17,13 +17,14 @@ from lowrank_jax.axes import KernelAxes
 from lowrank_jax.config import check_choice, fail
 from lowrank_jax.layers.adapter import Adapter, AdapterParam, WithAdapter
 from lowrank_jax.layers.common import annotated, axes_metadata, check_rank, kernel_axes_of
-from lowrank_jax.layers.factorized import FactorizedDense, rank_for_energy
+from lowrank_jax.layers.factorized import FactorizedDense, check_init, rank_for_energy
 from lowrank_jax.layers.flops import macs_per_token
 from lowrank_jax.layers.lora import LoRA
 
 __all__ = [
     "ACTIVATIONS",
     "DENSE",
+    "FACTORIZED_OPTIONS",
     "Adapter",
     "AdapterParam",
     "FactorizedDense",
@@ -39,8 +40,10 @@ __all__ = [
 ]
 
 
-def _dense(in_features, out_features, *, rank, use_bias, kernel_axes, dtype, param_dtype, rngs):
-    del rank  # a full dense layer has no rank; configs may set one for other kinds
+def _dense(
+    in_features, out_features, *, rank, use_bias, kernel_axes, dtype, param_dtype, rngs, **options
+):
+    del rank, options  # a full dense layer has no rank; configs may set one for other kinds
     in_axis, out_axis = kernel_axes
     return nnx.Linear(
         in_features,
@@ -54,23 +57,14 @@ def _dense(in_features, out_features, *, rank, use_bias, kernel_axes, dtype, par
     )
 
 
-def _factorized(
-    in_features, out_features, *, rank, use_bias, kernel_axes, dtype, param_dtype, rngs
-):
-    return FactorizedDense(
-        in_features,
-        out_features,
-        rank,
-        use_bias=use_bias,
-        kernel_axes=kernel_axes,
-        dtype=dtype,
-        param_dtype=param_dtype,
-        rngs=rngs,
-    )
+def _factorized(in_features, out_features, *, rank, **options):
+    return FactorizedDense(in_features, out_features, rank, **options)
 
 
 DENSE: dict[str, Callable[..., nnx.Module]] = {"dense": _dense, "factorized": _factorized}
 NEEDS_RANK = frozenset({"factorized"})  # dense kinds whose rank is required
+# options only the factorized kind has, with the defaults every kind accepts
+FACTORIZED_OPTIONS = {"init": "default", "frobenius_decay": 0.0}
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "gelu": nnx.gelu,  # tanh approximation
@@ -80,13 +74,24 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
 }
 
 
-def check_dense(kind: str, rank: int | None, in_features: int, out_features: int) -> None:
-    """Check a dense kind and its rank for an ``in x out`` layer (fields ``kind``, ``rank``)."""
+def check_dense(
+    kind: str, rank: int | None, in_features: int, out_features: int, **options
+) -> None:
+    """Check a dense kind, its rank and options (``init``, ``frobenius_decay``: the
+    factorized kind's) for an ``in x out`` layer; errors name the field."""
     check_choice(kind, "kind", sorted(DENSE))
     if kind in NEEDS_RANK:
         if rank is None:
             fail("rank", f"set: dense kind {kind!r} needs a rank (an integer >= 1)", rank)
         check_rank(rank, in_features, out_features)
+    options = {**FACTORIZED_OPTIONS, **options}
+    if kind == "factorized":
+        check_init(options["init"], options["frobenius_decay"])
+        return
+    for field, default in FACTORIZED_OPTIONS.items():
+        if options[field] != default:
+            allowed = f"{default!r} for dense kind {kind!r} (an option of the factorized kind)"
+            fail(field, allowed, options[field])
 
 
 def make_dense(
@@ -100,15 +105,17 @@ def make_dense(
     dtype: jnp.dtype | None = None,
     param_dtype: jnp.dtype = jnp.float32,
     rngs: nnx.Rngs,
+    **options,
 ) -> nnx.Module:
-    """Build a dense layer of a registered kind (``"dense"`` ignores ``rank``).
+    """Build a dense layer of a registered kind (``"dense"`` ignores ``rank``);
+    ``options``: the factorized kind's ``init`` and ``frobenius_decay``.
 
     Example:
       >>> from flax import nnx
       >>> type(make_dense("factorized", 16, 32, rank=4, rngs=nnx.Rngs(0))).__name__
       'FactorizedDense'
     """
-    check_dense(kind, rank, in_features, out_features)
+    check_dense(kind, rank, in_features, out_features, **options)
     return DENSE[kind](
         in_features,
         out_features,
@@ -118,4 +125,5 @@ def make_dense(
         dtype=dtype,
         param_dtype=param_dtype,
         rngs=rngs,
+        **options,
     )

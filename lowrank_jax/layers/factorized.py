@@ -19,17 +19,30 @@ from flax.nnx.nn import dtypes
 from jaxtyping import Array, ArrayLike, Float
 
 from lowrank_jax.axes import RANK, KernelAxes
+from lowrank_jax.config import check_choice, check_number
 from lowrank_jax.layers.common import annotated, check_rank
 
 
 class FactorizedDense(nnx.Module):
     """y = (x·A)·B + b, a rank-R dense layer.
 
-    Initialisation: A and B both use LeCun-normal, i.e. Var(A) = 1/in and
-    Var(B) = 1/R (each factor's own fan-in). Every entry of the product A·B then
-    has variance R·(1/in)·(1/R) = 1/in, which is exactly the variance of
-    ``nnx.Linear``'s default (LeCun-normal) kernel, so the output variance at init
-    matches a same-size dense layer for any rank. The bias starts at zero.
+    Initialisation (``init``):
+    - ``"default"``: A and B both LeCun-normal, i.e. Var(A) = 1/in and Var(B) =
+      1/R (each factor's own fan-in). Every entry of the product A·B then has
+      variance R·(1/in)·(1/R) = 1/in, which is exactly the variance of
+      ``nnx.Linear``'s default (LeCun-normal) kernel, so the output variance at
+      init matches a same-size dense layer for any rank.
+    - ``"spectral"`` (Khodak et al. 2021, "Initialization and regularization of
+      factorized neural layers"): draw the dense LeCun-normal kernel W, and set
+      A = U_R·diag(√s_R), B = diag(√s_R)·V_Rᵀ from its SVD, so A·B is the best
+      rank-R approximation of a dense layer's initialisation and A, B are
+      balanced (AᵀA = BBᵀ = diag(s_R)).
+    The bias starts at zero.
+
+    ``frobenius_decay`` λ: the training objective gets λ/2·‖A·B‖²_F
+    (``penalty``; Khodak et al.'s Frobenius decay: weight decay on the product,
+    not on A and B separately, which would decay ‖A‖² + ‖B‖² ≥ 2‖A·B‖_*), and
+    AdamW's own decay skips this layer's A and B (``frobenius_paths``).
 
     Args:
       in_features: input width.
@@ -41,6 +54,8 @@ class FactorizedDense(nnx.Module):
       precision: matmul precision.
       kernel_axes: logical names of the (in, out) axes; A gets (in, "rank"),
         B gets ("rank", out).
+      init: ``"default"`` or ``"spectral"`` (above).
+      frobenius_decay: λ ≥ 0 (above); 0 = off.
       rngs: random streams (``params``).
 
     Example:
@@ -62,17 +77,26 @@ class FactorizedDense(nnx.Module):
         param_dtype: jnp.dtype = jnp.float32,
         precision: jax.lax.PrecisionLike = None,
         kernel_axes: KernelAxes = (None, None),
+        init: str = "default",
+        frobenius_decay: float = 0.0,
         rngs: nnx.Rngs,
     ):
         check_rank(rank, in_features, out_features)
-        init = nnx.initializers.lecun_normal()
+        check_init(init, frobenius_decay)
+        lecun = nnx.initializers.lecun_normal()
+        if init == "spectral":
+            u, s, vt = jnp.linalg.svd(
+                lecun(rngs.params(), (in_features, out_features), jnp.float32),
+                full_matrices=False,
+            )
+            root = jnp.sqrt(s[:rank])
+            a, b = u[:, :rank] * root, root[:, None] * vt[:rank]
+        else:
+            a = lecun(rngs.params(), (in_features, rank), jnp.float32)
+            b = lecun(rngs.params(), (rank, out_features), jnp.float32)
         in_axis, out_axis = kernel_axes
-        self.a = annotated(
-            nnx.Param, init(rngs.params(), (in_features, rank), param_dtype), (in_axis, RANK)
-        )
-        self.b = annotated(
-            nnx.Param, init(rngs.params(), (rank, out_features), param_dtype), (RANK, out_axis)
-        )
+        self.a = annotated(nnx.Param, a.astype(param_dtype), (in_axis, RANK))
+        self.b = annotated(nnx.Param, b.astype(param_dtype), (RANK, out_axis))
         if use_bias:
             self.bias = annotated(nnx.Param, jnp.zeros((out_features,), param_dtype), (out_axis,))
         else:
@@ -84,6 +108,7 @@ class FactorizedDense(nnx.Module):
         self.param_dtype = param_dtype
         self.precision = precision
         self.kernel_axes = tuple(kernel_axes)
+        self.frobenius_decay = float(frobenius_decay)
 
     @property
     def rank(self) -> int:
@@ -99,6 +124,11 @@ class FactorizedDense(nnx.Module):
     def dense_kernel(self) -> Float[Array, "in out"]:
         """The full kernel A·B (for analysis and export; the layer never forms it)."""
         return self.a[...] @ self.b[...]
+
+    def penalty(self) -> Float[Array, ""]:
+        """λ/2·‖A·B‖²_F, as ⟨AᵀA, BBᵀ⟩ (two [R, R] products; A·B is never formed)."""
+        a, b = self.a[...].astype(jnp.float32), self.b[...].astype(jnp.float32)
+        return 0.5 * self.frobenius_decay * jnp.sum((a.T @ a) * (b @ b.T))
 
     def macs_per_token(self) -> int:
         """Multiply-adds per token of the forward pass: R·(in + out)."""
@@ -161,6 +191,35 @@ class FactorizedDense(nnx.Module):
         if bias is not None:
             layer.bias[...] = jnp.asarray(bias, dtype_in)
         return layer
+
+
+INITS = ("default", "spectral")
+
+
+def check_init(init: str, frobenius_decay: float) -> None:
+    """The factorized kind's ``init`` and ``frobenius_decay`` fields."""
+    check_choice(init, "init", INITS)
+    check_number(frobenius_decay, "frobenius_decay", low=0.0)
+
+
+def frobenius_paths(model: nnx.Module) -> frozenset[tuple]:
+    """Paths of the A and B parameters under Frobenius decay (AdamW skips them)."""
+    return frozenset(
+        (*path, name)
+        for path, m in nnx.iter_graph(model)
+        if isinstance(m, FactorizedDense) and m.frobenius_decay
+        for name in ("a", "b")
+    )
+
+
+def frobenius_penalty(model: nnx.Module) -> Float[Array, ""] | None:
+    """Σ of every Frobenius-decayed layer's ``penalty()``; None when no layer has one."""
+    terms = [
+        m.penalty()
+        for _, m in nnx.iter_graph(model)
+        if isinstance(m, FactorizedDense) and m.frobenius_decay
+    ]
+    return sum(terms) if terms else None
 
 
 def _truncated(kernel: np.ndarray, whitening: ArrayLike | None) -> np.ndarray:

@@ -31,7 +31,7 @@ from lowrank_jax.config import (
     fail,
     within,
 )
-from lowrank_jax.layers import ACTIVATIONS, check_dense
+from lowrank_jax.layers import ACTIVATIONS, FACTORIZED_OPTIONS, check_dense
 from lowrank_jax.layers import lora as lora_layer
 
 CHOICES = {
@@ -44,7 +44,9 @@ placeholder = ml_collections.config_dict.placeholder
 
 
 def _dense_group() -> dict:
-    return {"kind": "dense", "rank": placeholder(int)}  # layers.DENSE; rank for factorized
+    # kind: one of layers.DENSE; rank, init (default | spectral) and frobenius_decay (λ of
+    # λ/2·‖A·B‖², AdamW's decay then skips A and B): the factorized kind's
+    return {"kind": "dense", "rank": placeholder(int), **FACTORIZED_OPTIONS}
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -247,7 +249,7 @@ def _validate_block(cfg, block: dict, where: str) -> None:
         )
     check_int(ffn["dim"], f"{where}.ffn.dim")
     check_choice(ffn["activation"], f"{where}.ffn.activation", sorted(ACTIVATIONS))
-    with within(f"{where}.attention.dense"):
-        check_dense(attention["dense"]["kind"], attention["dense"]["rank"], cfg.dim, cfg.dim)
-    with within(f"{where}.ffn.dense"):
-        check_dense(ffn["dense"]["kind"], ffn["dense"]["rank"], cfg.dim, ffn["dim"])
+    for group, shape in (("attention", (cfg.dim, cfg.dim)), ("ffn", (cfg.dim, ffn["dim"]))):
+        dense = dict(block[group]["dense"])
+        with within(f"{where}.{group}.dense"):
+            check_dense(dense.pop("kind"), dense.pop("rank"), *shape, **dense)

@@ -24,7 +24,7 @@ from jaxtyping import Array, Bool, Float, Int
 
 from lowrank_jax.attention import make_attention
 from lowrank_jax.axes import EMBED, LENGTH, MLP, VOCAB
-from lowrank_jax.layers import ACTIVATIONS, annotated, make_dense
+from lowrank_jax.layers import ACTIVATIONS, FACTORIZED_OPTIONS, annotated, make_dense
 from lowrank_jax.layers.common import axes_metadata
 from lowrank_jax.models.config import layer_blocks, resolve_config
 
@@ -39,15 +39,45 @@ def _layer_norm(dim: int, eps: float, dtype, rngs: nnx.Rngs) -> nnx.LayerNorm:
     )
 
 
+def _options(dense: dict) -> dict:
+    """A dense group's options beyond kind and rank (``layers.FACTORIZED_OPTIONS``)."""
+    return {key: dense[key] for key in FACTORIZED_OPTIONS}
+
+
 class FeedForward(nnx.Module):
     """down(act(up(x))): [B, N, D] -> [B, N, D] through width F."""
 
-    def __init__(self, dim: int, hidden: int, *, activation: str, kind: str, rank, dtype, rngs):
+    def __init__(
+        self,
+        dim: int,
+        hidden: int,
+        *,
+        activation: str,
+        kind: str,
+        rank,
+        dtype,
+        rngs,
+        **dense_options,
+    ):
         self.up = make_dense(
-            kind, dim, hidden, rank=rank, kernel_axes=(EMBED, MLP), dtype=dtype, rngs=rngs
+            kind,
+            dim,
+            hidden,
+            rank=rank,
+            kernel_axes=(EMBED, MLP),
+            dtype=dtype,
+            rngs=rngs,
+            **dense_options,
         )
         self.down = make_dense(
-            kind, hidden, dim, rank=rank, kernel_axes=(MLP, EMBED), dtype=dtype, rngs=rngs
+            kind,
+            hidden,
+            dim,
+            rank=rank,
+            kernel_axes=(MLP, EMBED),
+            dtype=dtype,
+            rngs=rngs,
+            **dense_options,
         )
         self.activation = ACTIVATIONS[activation]
 
@@ -171,6 +201,7 @@ class Encoder(nnx.Module):
             options=attention.get(kind, {}),
             dense_kind=attention["dense"]["kind"],
             rank=attention["dense"]["rank"],
+            dense_options=_options(attention["dense"]),
             shared=shared,
             dtype=dtype,
             rngs=rngs,
@@ -183,6 +214,7 @@ class Encoder(nnx.Module):
             rank=ffn["dense"]["rank"],
             dtype=dtype,
             rngs=rngs,
+            **_options(ffn["dense"]),
         )
         return Block(
             cfg.dim,

@@ -31,6 +31,37 @@ class DiskFullError(OSError):
     """The disk under the workdir filled up; the run stopped, its last checkpoint untouched."""
 
 
+def same_config(old: dict, new: dict) -> bool:
+    """Whether a run's recorded ``config.json`` (``old``) is the config ``new``.
+
+    Equal, or equal once the fields a later version of the framework added are
+    filled in with their defaults: an upgrade that adds an option (e.g. the
+    factorized kind's ``init``) neither orphans a run nor retrains a sweep point.
+    """
+    return old == new or _with_new_defaults(old, new, _defaults()) == new
+
+
+def _defaults() -> dict:
+    from lowrank_jax.config import train_defaults
+    from lowrank_jax.models import default_config
+
+    return {**train_defaults().to_dict(), "model": default_config().to_dict()}
+
+
+def _with_new_defaults(old, new, defaults):
+    """``old`` with each field it lacks that ``new`` has at its default value."""
+    if not all(isinstance(x, dict) for x in (old, new, defaults)):
+        return old
+    filled = dict(old)
+    for key, value in new.items():
+        if key not in old:
+            if key in defaults and defaults[key] == value:
+                filled[key] = value
+        else:
+            filled[key] = _with_new_defaults(old[key], value, defaults.get(key))
+    return filled
+
+
 def _first_difference(old, new, prefix: str = "") -> str:
     if isinstance(old, dict) and isinstance(new, dict):
         for key in sorted(set(old) | set(new)):
@@ -50,7 +81,7 @@ def check(workdir: Path, config_dict: dict, force: bool, dry: bool = False) -> N
     if not path.exists():
         return
     old = read_json(path)
-    if old == config_dict or dry:
+    if same_config(old, config_dict) or dry:
         return
     if not force:
         raise ConfigError(

@@ -16,6 +16,7 @@ import optax
 from flax import nnx
 
 from lowrank_jax.config import check_choice, check_int, check_number
+from lowrank_jax.layers.factorized import frobenius_penalty
 from lowrank_jax.train import losses
 
 SCHEDULES = ("cosine", "rsqrt", "constant")
@@ -36,11 +37,20 @@ def make_schedule(train_config) -> optax.Schedule:
     return optax.join_schedules([warm, decay], [warmup])
 
 
-def make_optimizer(train_config) -> optax.GradientTransformation:
-    """Global-norm clipping, then AdamW with weight decay on matrices only."""
+def make_optimizer(
+    train_config, no_decay: frozenset[tuple] = frozenset()
+) -> optax.GradientTransformation:
+    """Global-norm clipping, then AdamW with weight decay on matrices only.
+
+    ``no_decay``: parameter paths AdamW does not decay although they are matrices
+    (the factors of a Frobenius-decayed layer: ``layers.factorized.frobenius_paths``).
+    """
 
     def decay_mask(params):
-        return jax.tree.map(lambda p: p.ndim >= 2, params)
+        def decayed(path, p):
+            return p.ndim >= 2 and _keys(path) not in no_decay
+
+        return jax.tree_util.tree_map_with_path(decayed, params)
 
     adamw = optax.adamw(
         make_schedule(train_config),
@@ -52,6 +62,15 @@ def make_optimizer(train_config) -> optax.GradientTransformation:
     if train_config.grad_clip:
         return optax.chain(optax.clip_by_global_norm(train_config.grad_clip), adamw)
     return adamw
+
+
+def _keys(path) -> tuple:
+    """A parameter's path as the module keys (a Variable's ``.value`` left out)."""
+    return tuple(
+        getattr(k, "key", getattr(k, "idx", None))
+        for k in path
+        if not isinstance(k, jax.tree_util.GetAttrKey)
+    )
 
 
 def validate(train_config) -> None:
@@ -84,7 +103,9 @@ class TrainStep:
     ``loss(model, batch, teacher)`` is one of ``losses.LOSSES``; ``teacher`` is
     ``(graphdef, state, sharding)`` of a frozen model, passed to every call (never
     trained, never checkpointed), or None. Metrics: loss, grad_norm, the loss's own
-    (accuracy, cosine), and learning_rate when ``schedule`` is given.
+    (accuracy, cosine), and learning_rate when ``schedule`` is given. The gradient
+    is the loss's plus, where factorized layers have Frobenius decay, that of
+    their penalty (logged as ``frobenius_penalty``; ``loss`` stays the loss alone).
     """
 
     def __init__(
@@ -109,15 +130,20 @@ class TrainStep:
             # this step's learning rate, on the device: the host never evaluates the schedule
             rate = {} if schedule is None else {"learning_rate": schedule(optimizer.step[...])}
 
-            def mean_loss(model):
+            def objective(model):
                 per_example, metrics = loss(model, batch, frozen)
-                return per_example.mean(), {key: value.mean() for key, value in metrics.items()}
+                value = per_example.mean()
+                metrics = {"loss": value, **{key: x.mean() for key, x in metrics.items()}}
+                penalty = frobenius_penalty(model)  # None: no layer has Frobenius decay
+                if penalty is None:
+                    return value, metrics
+                return value + penalty, {**metrics, "frobenius_penalty": penalty}
 
-            (value, metrics), grads = nnx.value_and_grad(
-                mean_loss, argnums=nnx.DiffState(0, wrt), has_aux=True
+            (_, metrics), grads = nnx.value_and_grad(
+                objective, argnums=nnx.DiffState(0, wrt), has_aux=True
             )(model)
             optimizer.update(model, grads)
-            metrics = {"loss": value, **metrics, "grad_norm": optax.tree.norm(grads), **rate}
+            metrics = {**metrics, "grad_norm": optax.tree.norm(grads), **rate}
             return nnx.state((model, optimizer)), metrics
 
         self._step = jax.jit(

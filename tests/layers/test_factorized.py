@@ -107,3 +107,35 @@ def test_bf16_compute():
     layer = FactorizedDense(16, 24, rank=2, dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
     assert layer(jnp.ones((2, 16))).dtype == jnp.bfloat16
     assert layer.a.dtype == jnp.float32
+
+
+def test_spectral_init_is_the_dense_inits_best_rank_r_balanced():
+    layer = FactorizedDense(32, 48, rank=4, init="spectral", rngs=nnx.Rngs(3))
+    a, b = np.asarray(layer.a[...], np.float64), np.asarray(layer.b[...], np.float64)
+    dense = nnx.initializers.lecun_normal()(nnx.Rngs(3).params(), (32, 48))
+    u, s, vt = np.linalg.svd(np.asarray(dense, np.float64), full_matrices=False)
+    np.testing.assert_allclose(a @ b, (u[:, :4] * s[:4]) @ vt[:4], atol=1e-5)
+    np.testing.assert_allclose(a.T @ a, np.diag(s[:4]), atol=1e-5)  # balanced factors
+    np.testing.assert_allclose(b @ b.T, np.diag(s[:4]), atol=1e-5)
+
+
+def test_frobenius_penalty_is_half_lambda_product_norm():
+    layer = FactorizedDense(16, 24, rank=3, frobenius_decay=0.2, rngs=nnx.Rngs(0))
+    product = np.asarray(layer.a[...], np.float64) @ np.asarray(layer.b[...], np.float64)
+    assert float(layer.penalty()) == pytest.approx(0.1 * np.sum(product**2), rel=1e-5)
+    grad = nnx.grad(lambda m: m.penalty())(layer)  # d/dA λ/2‖AB‖² = λ·(AB)·Bᵀ
+    np.testing.assert_allclose(
+        grad.a[...], 0.2 * product @ np.asarray(layer.b[...]).T, rtol=1e-4, atol=1e-6
+    )
+
+
+@pytest.mark.parametrize(
+    ("init", "decay", "message"),
+    [
+        ("svd", 0.0, r"^init: must be one of default, spectral, got 'svd'"),
+        ("default", -1.0, r"^frobenius_decay: must be a finite number >= 0, got -1.0"),
+    ],
+)
+def test_bad_init_or_decay_names_the_field(init, decay, message):
+    with pytest.raises(ValueError, match=message):
+        FactorizedDense(8, 8, rank=2, init=init, frobenius_decay=decay, rngs=nnx.Rngs(0))

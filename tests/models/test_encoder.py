@@ -175,6 +175,14 @@ def test_every_parameter_carries_logical_axes():
             {"ffn.dense.kind": "factorized", "ffn.dense.rank": 17},
             r"^model.ffn.dense.rank: must be an integer in \[1, 16\]",
         ),
+        (
+            {"ffn.dense.kind": "factorized", "ffn.dense.rank": 4, "ffn.dense.init": "svd"},
+            "^model.ffn.dense.init: must be one of default, spectral, got 'svd'",
+        ),
+        (
+            {"attention.dense.frobenius_decay": 0.1},
+            "^model.attention.dense.frobenius_decay: must be 0.0 for dense kind 'dense'",
+        ),
         ({"dim": 15}, "^model.dim: must be a multiple of heads = 2, got 15"),
         ({"pooling": "max"}, "^model.pooling: must be one of cls, mean, got 'max'"),
         ({"dropout": 1.0}, r"^model.dropout: must be a rate in \[0, 1\)"),

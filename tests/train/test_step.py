@@ -4,6 +4,7 @@ import pytest
 from flax import nnx
 
 from lowrank_jax.config import train_defaults
+from lowrank_jax.layers.factorized import frobenius_paths, frobenius_penalty
 from lowrank_jax.models import build_encoder, default_config
 from lowrank_jax.surgery import trainable_filter
 from lowrank_jax.train import step
@@ -61,3 +62,39 @@ def test_weight_decay_only_on_matrices():
     updates, _ = tx.update(zeros, tx.init(params), params)
     np.testing.assert_allclose(updates["w"], -0.5 * np.ones((2, 2)))  # -lr * weight_decay * w
     np.testing.assert_array_equal(updates["b"], np.zeros(2))
+
+
+def _factorized_encoder(decay: float):
+    cfg = default_config()
+    cfg.update(vocab_size=20, max_len=8, dim=16, heads=2)
+    cfg.ffn.dim = 32
+    cfg.ffn.dense.update(kind="factorized", rank=4, frobenius_decay=decay)
+    return build_encoder(cfg, rngs=nnx.Rngs(0))
+
+
+def test_frobenius_decayed_factors_skip_adamw_decay():
+    model = _factorized_encoder(0.1)
+    no_decay = frobenius_paths(model)
+    assert ("layers", 0, "ffn", "up", "a") in no_decay and len(no_decay) == 8  # 2 layers × 2 × A, B
+    train = _train(schedule="constant", warmup_steps=0, weight_decay=0.5, grad_clip=0.0)
+    optimizer = nnx.Optimizer(model, step.make_optimizer(train, no_decay), wrt=nnx.Param)
+    before = nnx.state(model, nnx.Param)
+    before = jax.tree.map(np.asarray, before)
+    optimizer.update(model, jax.tree.map(np.zeros_like, before))  # only decay moves anything
+    after = nnx.state(model, nnx.Param)
+    ffn, query = after["layers"][0]["ffn"]["up"], after["layers"][0]["attention"]["query"]
+    np.testing.assert_array_equal(ffn["a"][...], before["layers"][0]["ffn"]["up"]["a"])
+    np.testing.assert_array_equal(ffn["b"][...], before["layers"][0]["ffn"]["up"]["b"])
+    decayed = before["layers"][0]["attention"]["query"]["kernel"] * (1 - 0.5)
+    np.testing.assert_allclose(query["kernel"][...], decayed, rtol=1e-6)
+
+
+def test_frobenius_penalty_sums_the_decayed_layers():
+    model = _factorized_encoder(0.05)
+    expected = sum(
+        float(getattr(model.layers[i].ffn, name).penalty())
+        for i in range(2)
+        for name in ("up", "down")
+    )
+    assert float(frobenius_penalty(model)) == pytest.approx(expected, rel=1e-6)
+    assert frobenius_penalty(_factorized_encoder(0.0)) is None  # no term, no changed trace
