@@ -196,10 +196,9 @@ def test_difference_is_welchs_interval():
 def test_a_field_added_later_at_its_default_keeps_a_run_finished(tmp_path):
     """A run recorded before an upgrade added a field (here the factorized kind's
     ``init``) is the same config when the new field holds its default."""
+    from lowrank_jax.config import load_config
     from lowrank_jax.sweep import _finished
     from lowrank_jax.train import rundir
-
-    from lowrank_jax.config import load_config
 
     tiny = Path(__file__).parents[1] / "configs" / "tiny.py"
     config = json.loads(load_config(str(tiny)).to_json_best_effort(sort_keys=True))
