@@ -19,7 +19,13 @@ model, factorized FFNs and factorized Q/K/V projections at the dataset's ranks
 (``experiments/rank_sweep``).
 
 Args: ``dataset``; ``ranks`` and ``qkv_ranks`` (e.g. ``ranks=2+4+8``; ``none`` for
-no points; default per dataset); ``attention`` (e.g. ``softmax+linformer``).
+no points; default per dataset); ``attention`` (e.g. ``softmax+linformer``);
+``khodak`` (with ``decay``, default 1e-3): each factorized point also with the
+spectral initialisation, and with spectral initialisation and Frobenius decay λ =
+``decay`` (Khodak et al. 2021; ``dense.init``, ``dense.frobenius_decay``):
+
+    lowrank-jax sweep --config configs/rank_sweep.py:dataset=trec,ranks=none,khodak \
+        --seeds 3 --workdir runs/seed_claims_trec
 """
 
 from pathlib import Path
@@ -46,7 +52,9 @@ def _load(name):
 
 
 def _args(arg):
-    args = parse_arg(arg, dataset="synthetic", ranks="", qkv_ranks="", attention="")
+    args = parse_arg(
+        arg, dataset="synthetic", ranks="", qkv_ranks="", attention="", khodak=False, decay=1e-3
+    )
     if args.dataset not in DATASETS:
         raise ConfigError(
             f"config arg 'dataset': unknown {args.dataset!r}; valid: {', '.join(DATASETS)}"
@@ -94,4 +102,14 @@ def get_sweep(arg=None):
             "model.attention.dense.rank": qkv,
         }
     )
-    return dense + (low_rank if ffn else []) + (low_rank_qkv if qkv else [])
+    points = dense + (low_rank if ffn else []) + (low_rank_qkv if qkv else [])
+    if not args.khodak:
+        return points
+    tricks = [{"init": "spectral"}, {"init": "spectral", "frobenius_decay": args.decay}]
+    return points + [
+        {**point, **{f"model.{group}.dense.{k}": v for k, v in trick.items()}}
+        for trick in tricks
+        for point in points
+        for group in ("attention", "ffn")
+        if point.get(f"model.{group}.dense.kind") == "factorized"
+    ]

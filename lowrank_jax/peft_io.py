@@ -82,8 +82,14 @@ def export_peft(
 ) -> Path:
     """Write the model's LoRA layers as a peft adapter folder; returns the folder.
 
-    Every LoRA must share one rank, alpha and rsLoRA setting (peft's config has
-    one of each) and be unmerged. An existing adapter is kept unless ``overwrite``.
+    Every LoRA must share one rank, alpha, rsLoRA setting, variant and init
+    (peft's config has one of each) and be unmerged. DoRA layers export with
+    their magnitude (``lora_magnitude_vector``, ``use_dora``). PiSSA / OLoRA
+    layers export as peft's own conversion does
+    (``path_initial_model_for_weight_conversion``): the plain LoRA
+    s·(A·B − A₀·B₀) on the original W, of rank 2R with the same scale, so it
+    loads in peft onto the unchanged pretrained model. An existing adapter is
+    kept unless ``overwrite``.
     """
     from safetensors.numpy import save_file
 
@@ -91,36 +97,36 @@ def export_peft(
     loras = _loras(model)
     if not loras:
         raise ValueError("peft export: the model has no LoRA layers (surgery.apply_lora first)")
-    settings = {(m.rank, m.scale, m.rslora) for m in loras.values()}
+    settings = {(m.rank, m.scale, m.rslora, m.variant, m.init) for m in loras.values()}
     if len(settings) > 1:
         raise ValueError(
-            f"peft export: LoRA layers differ in (rank, scale, rslora): {sorted(settings)}; "
-            "peft's adapter_config.json has one of each"
+            "peft export: LoRA layers differ in (rank, scale, rslora, variant, init): "
+            f"{sorted(settings)}; peft's adapter_config.json has one of each"
         )
-    other = [(path, m) for path, m in loras.items() if (m.variant, m.init) != ("lora", "default")]
-    if other:
-        path, m = other[0]
-        raise ValueError(
-            f"peft export: {path} is variant {m.variant!r}, init {m.init!r}; only plain LoRA "
-            "exports for now (DoRA's magnitude and PiSSA's residual base are not written)"
-        )
+    rank, scale, rslora, variant, init = settings.pop()
+    if variant == "dora" and init != "default":
+        raise ValueError(f"peft export: DoRA with init {init!r} has no peft form; only plain DoRA")
     merged = [path for path, m in loras.items() if m.merged]
     if merged:
         raise ValueError(f"peft export: {merged[0]} is merged; unmerge it first")
     if (folder / CONFIG).exists() and not overwrite:
         raise FileExistsError(f"peft export: {folder / CONFIG} exists; pass overwrite=True")
-    rank, scale, rslora = settings.pop()
-    alpha = scale * (math.sqrt(rank) if rslora else rank)  # peft: scale = alpha / R (or √R)
     tensors, modules = {}, []
     for path, lora in sorted(loras.items()):
         name = bert_name(path)
         modules.append(name)
-        tensors[f"{PREFIX}{name}.lora_A.weight"] = np.ascontiguousarray(
-            np.asarray(lora.lora_a[...], np.float32).T
-        )
-        tensors[f"{PREFIX}{name}.lora_B.weight"] = np.ascontiguousarray(
-            np.asarray(lora.lora_b[...], np.float32).T
-        )
+        a, b = (np.asarray(v[...], np.float32) for v in (lora.lora_a, lora.lora_b))
+        if init != "default":  # s·A·B + W_res = W + s·[A, A₀]·[B; −B₀]
+            a = np.concatenate([a, np.asarray(lora.start_a[...], np.float32)], axis=1)
+            b = np.concatenate([b, -np.asarray(lora.start_b[...], np.float32)], axis=0)
+        tensors[f"{PREFIX}{name}.lora_A.weight"] = np.ascontiguousarray(a.T)
+        tensors[f"{PREFIX}{name}.lora_B.weight"] = np.ascontiguousarray(b.T)
+        if variant == "dora":
+            tensors[f"{PREFIX}{name}.lora_magnitude_vector"] = np.asarray(
+                lora.magnitude[...], np.float32
+            )
+    rank *= 1 if init == "default" else 2
+    alpha = scale * (math.sqrt(rank) if rslora else rank)  # peft: scale = alpha / R (or √R)
     dropouts = {m.dropout.rate if m.dropout is not None else 0.0 for m in loras.values()}
     config = {
         "peft_type": "LORA",
@@ -130,6 +136,7 @@ def export_peft(
         "lora_alpha": alpha,
         "lora_dropout": max(dropouts),
         "use_rslora": rslora,
+        "use_dora": variant == "dora",
         "target_modules": modules,  # full names: peft matches name == target exactly
         "bias": "none",
         "fan_in_fan_out": False,
@@ -158,7 +165,7 @@ def import_peft(model: nnx.Module, folder: str | Path, *, rngs: nnx.Rngs | None 
     per-layer LoRA rules (``surgery.apply_lora(rules=...)``).
     """
     folder = Path(folder)
-    rank, alpha, rslora, patterns = _settings(folder)
+    rank, alpha, rslora, patterns, variant = _settings(folder)
     pairs = _pairs(folder)
     settings = {}
     for path in pairs:
@@ -175,12 +182,18 @@ def import_peft(model: nnx.Module, folder: str | Path, *, rngs: nnx.Rngs | None 
                 f"peft import: {name} has no layer here; the model has layers.0 to "
                 f"layers.{max(layers, default=-1)}"
             )
-        missing_half = sorted({"A", "B"} - set(pair))
+        parts = {"A", "B", "magnitude_vector"} if variant == "dora" else {"A", "B"}
+        missing_half = sorted(parts - set(pair))
         if missing_half:
             raise ValueError(f"peft import: {name} lacks lora_{missing_half[0]}")
+        if set(pair) - parts:
+            raise ValueError(f"peft import: {name} has lora_magnitude_vector without use_dora")
         rank, _, scale = settings[path]
-        if isinstance(target, LoRA) and (target.variant, target.init) != ("lora", "default"):
-            raise ValueError(f"peft import: {path} is a {target.variant} layer; only plain LoRA")
+        if isinstance(target, LoRA) and (target.variant, target.init) != (variant, "default"):
+            raise ValueError(
+                f"peft import: {path} is a {target.variant} layer with init {target.init!r}; "
+                f"the adapter is {variant} with the default init"
+            )
         if isinstance(target, LoRA) and (
             target.rank != rank or not math.isclose(target.scale, scale)
         ):
@@ -192,18 +205,28 @@ def import_peft(model: nnx.Module, folder: str | Path, *, rngs: nnx.Rngs | None 
                 f"peft import: {name} has A {a.shape}, B {b.shape}; the layer needs "
                 f"{need[0]}, {need[1]} (r = {rank})"
             )
-        if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        magnitude = pair.get("magnitude_vector", np.zeros(target.out_features))
+        if magnitude.shape != (target.out_features,):
+            raise ValueError(
+                f"peft import: {name} has lora_magnitude_vector {magnitude.shape}; the layer "
+                f"needs ({target.out_features},)"
+            )
+        if not all(np.isfinite(x).all() for x in (a, b, magnitude)):
             raise ValueError(f"peft import: {name} has NaN or infinite weights")
     # every check passed: now change the model
     missing = sorted(path for path in pairs if not isinstance(modules[path], LoRA))
     if missing:
         rules = [(re.escape(path), *settings[path][:2]) for path in missing]
-        surgery.apply_lora(model, rules=rules, rslora=rslora, rngs=rngs or nnx.Rngs(0))
+        surgery.apply_lora(
+            model, rules=rules, rslora=rslora, variant=variant, rngs=rngs or nnx.Rngs(0)
+        )
     loras = _loras(model)
     for path, pair in pairs.items():
         lora = loras[path]
         lora.lora_a[...] = jnp.asarray(pair["A"].T, lora.lora_a.dtype)
         lora.lora_b[...] = jnp.asarray(pair["B"].T, lora.lora_b.dtype)
+        if variant == "dora":
+            lora.magnitude[...] = jnp.asarray(pair["magnitude_vector"], lora.magnitude.dtype)
     return model
 
 
@@ -215,8 +238,9 @@ def _pattern_value(pattern: dict, name: str, default):
     return default
 
 
-def _settings(folder: Path) -> tuple[int, float, bool, dict]:
-    """(rank, alpha, rslora, {rank_pattern, alpha_pattern}) of a peft adapter's config."""
+def _settings(folder: Path) -> tuple[int, float, bool, dict, str]:
+    """(rank, alpha, rslora, {rank_pattern, alpha_pattern}, variant) of a peft adapter's
+    config; an adapter whose base was changed (PiSSA, OLoRA saved unconverted) is refused."""
     for name in (CONFIG, WEIGHTS):
         if not (folder / name).exists():
             raise FileNotFoundError(f"peft import: {folder / name} is missing")
@@ -236,18 +260,29 @@ def _settings(folder: Path) -> tuple[int, float, bool, dict]:
                 stacklevel=3,
             )
             values[field] = default
+    init = config.get("init_lora_weights", True)
+    if init not in (True, False, "gaussian"):
+        raise ValueError(
+            f"peft import: init_lora_weights {init!r}: the adapter needs the base model it "
+            "changed; save it with path_initial_model_for_weight_conversion (a plain LoRA)"
+        )
     rslora = bool(config.get("use_rslora", False))
-    return int(values["r"]), float(values["lora_alpha"]), rslora, patterns
+    variant = "dora" if config.get("use_dora") else "lora"
+    return int(values["r"]), float(values["lora_alpha"]), rslora, patterns, variant
 
 
 def _pairs(folder: Path) -> dict[str, dict[str, np.ndarray]]:
-    """``{our layer path: {"A": [R, in], "B": [out, R]}}`` of a peft adapter's weights."""
+    """``{our layer path: {"A": [R, in], "B": [out, R]}}`` of a peft adapter's weights
+    (and ``"magnitude_vector"``: [out], DoRA's)."""
     from safetensors.numpy import load_file
 
     pairs: dict[str, dict[str, np.ndarray]] = {}
     for key, value in load_file(str(folder / WEIGHTS)).items():
-        match = re.fullmatch(r"(?:base_model\.model\.)?(.+)\.lora_([AB])(?:\.\w+)?\.weight", key)
+        match = re.fullmatch(
+            r"(?:base_model\.model\.)?(.+)\.lora_(?:([AB])(?:\.\w+)?\.weight|(magnitude_vector))",
+            key,
+        )
         if not match:
-            raise ValueError(f"peft import: tensor {key} is not a LoRA A/B weight")
-        pairs.setdefault(our_path(match[1]), {})[match[2]] = value
+            raise ValueError(f"peft import: tensor {key} is not a LoRA A/B weight or magnitude")
+        pairs.setdefault(our_path(match[1]), {})[match[2] or match[3]] = value
     return pairs

@@ -153,13 +153,70 @@ def test_a_missing_lora_alpha_is_peft_default_8_and_said(tmp_path):
     np.testing.assert_allclose(np.asarray(lora.lora_a[...]), 0.1)
 
 
-def test_only_plain_lora_exports(tmp_path):
+def test_dora_with_pissa_and_mixed_settings_do_not_export(tmp_path):
     model = _tiny_model()
     surgery.apply_lora(
         model, r"layers\.0\.attention\.query", rank=2, variant="dora", rngs=nnx.Rngs(1)
     )
-    with pytest.raises(
-        ValueError, match=r"^peft export: layers\.0\.attention\.query is variant 'dora'"
-    ):
+    surgery.apply_lora(model, r"layers\.1\.attention\.query", rank=2, rngs=nnx.Rngs(1))
+    with pytest.raises(ValueError, match=r"^peft export: LoRA layers differ in \(rank, scale"):
+        export_peft(model, tmp_path / "adapter")
+    model = _tiny_model()
+    surgery.apply_lora(
+        model, r"layers\.0\.attention\.query", 2, variant="dora", init="pissa", rngs=nnx.Rngs(1)
+    )
+    with pytest.raises(ValueError, match=r"^peft export: DoRA with init 'pissa' has no peft"):
         export_peft(model, tmp_path / "adapter")
     assert not (tmp_path / "adapter").exists()
+
+
+def _trained(variant="lora", init="default", seed=0):
+    """MiniLM with rank-4 LoRA of ``variant`` / ``init`` on W_q, W_v, moved off its start
+    (B, A and DoRA's magnitude perturbed, as after training)."""
+    model, tokenizer = pretrained.load("all-MiniLM-L6-v2")
+    surgery.apply_lora(
+        model, TARGETS, 4, alpha=8.0, variant=variant, init=init, rngs=nnx.Rngs(seed)
+    )
+    rng = np.random.default_rng(seed)
+    for _, module in nnx.iter_modules(model):
+        if hasattr(module, "lora_b"):
+            for v in (module.lora_a, module.lora_b):
+                v[...] = v[...] + rng.normal(0, 0.05, v.shape).astype(np.float32)
+            if variant == "dora":
+                m = module.magnitude
+                m[...] = m[...] * (1 + rng.normal(0, 0.1, m.shape)).astype(np.float32)
+    return model, tokenizer
+
+
+@pytest.mark.parametrize(("variant", "init"), [("dora", "default"), ("lora", "pissa")])
+def test_dora_and_pissa_export_then_import_restores_the_embeddings(tmp_path, variant, init):
+    model, tokenizer = _trained(variant, init)
+    expected = pretrained.embed(model, tokenizer, SENTENCES)
+    export_peft(model, tmp_path / "adapter")
+    fresh, _ = pretrained.load("all-MiniLM-L6-v2")  # the original W: PiSSA's conversion
+    import_peft(fresh, tmp_path / "adapter")
+    np.testing.assert_allclose(pretrained.embed(fresh, tokenizer, SENTENCES), expected, atol=1e-5)
+    lora = fresh.layers[0].attention.query
+    assert (lora.variant, lora.rank) == (variant, 4 if init == "default" else 8)
+
+
+@pytest.mark.parametrize(("variant", "init"), [("dora", "default"), ("lora", "pissa")])
+def test_peft_loads_our_dora_and_pissa_adapters(tmp_path, torch_embed, variant, init):
+    pytest.importorskip("peft")
+    model, tokenizer = _trained(variant, init, seed=2)
+    export_peft(model, tmp_path / "adapter")
+    ours = pretrained.embed(model, tokenizer, SENTENCES)
+    theirs = torch_embed(SENTENCES, adapter=tmp_path / "adapter")
+    cosine_distance = 1.0 - np.sum(ours * theirs, axis=-1)
+    assert cosine_distance.max() < 1e-4, cosine_distance
+
+
+def test_an_adapter_whose_base_was_changed_is_refused(tmp_path):
+    folder = _tiny_adapter(
+        tmp_path / "adapter", {"r": 2, "lora_alpha": 2, "init_lora_weights": "pissa"}
+    )
+    with pytest.raises(ValueError, match=r"init_lora_weights 'pissa': the adapter needs the base"):
+        import_peft(_tiny_model(), folder)
+    dora = _tiny_adapter(tmp_path / "dora", {"r": 2, "lora_alpha": 2, "use_dora": True})
+    with pytest.raises(ValueError, match=r"query lacks lora_magnitude_vector"):
+        import_peft(_tiny_model(), dora)

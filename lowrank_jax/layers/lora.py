@@ -66,6 +66,11 @@ class MergedNorm(nnx.Variable):
     """DoRA's ‖W + s·A·B‖ at merge time, kept to undo the merge exactly (not trained)."""
 
 
+class StartingFactors(nnx.Variable):
+    """PiSSA / OLoRA's A₀, B₀ (not trained): W = base + s·A₀·B₀, so the adapter is the
+    plain LoRA s·(A·B − A₀·B₀) on the original W (``peft_io.export_peft``)."""
+
+
 class LoRA(nnx.Module):
     """Wrap a linear layer (``nnx.Linear``, ``FactorizedDense``) with a LoRA update.
 
@@ -201,6 +206,8 @@ class LoRA(nnx.Module):
         dtype = self.lora_a[...].dtype
         self.lora_a[...] = jnp.asarray(a, dtype)
         self.lora_b[...] = jnp.asarray(b, dtype)
+        self.start_a = StartingFactors(self.lora_a[...])
+        self.start_b = StartingFactors(self.lora_b[...])
         kernel[...] = jnp.asarray(weight - self.scale * a @ b, kernel[...].dtype)
 
     def delta(self) -> Float[Array, "in out"]:
