@@ -4,7 +4,9 @@
 with a recorder in front of each layer at ``paths`` and returns, per path, the
 Cholesky factor S of XᵀX (its inputs' second moment, a small ridge added), the
 whitening of activation-aware SVD (SVD-LLM, arXiv 2403.07378; used by
-``surgery.factorize``).
+``surgery.factorize``). ``input_spectra`` gives each layer's explained-variance
+spectrum of its inputs, the signal EVA allocates LoRA ranks by (used by
+``surgery.apply_lora(budget=...)``).
 """
 
 from __future__ import annotations
@@ -63,3 +65,17 @@ def whitening(model, paths: list[Path], calibration: Iterable, ridge: float) -> 
         moment = moment + ridge * np.mean(np.diag(moment)) * np.eye(len(moment))
         factors[path] = np.linalg.cholesky(moment)
     return factors
+
+
+def input_spectra(model, paths: list[Path], calibration: Iterable) -> dict:
+    """Per path, the singular values of the layer's inputs X, scaled to Σ s² = 1.
+
+    s_i² is the fraction of the inputs' variance (second moment) along their i-th
+    principal direction, the explained-variance ratio that EVA (Paischer et al.
+    2024, arXiv 2410.07170) ranks every layer's directions by to hand out LoRA ranks.
+    """
+    spectra = {}
+    for path, factor in whitening(model, paths, calibration, ridge=1e-6).items():
+        values = np.linalg.svd(factor, compute_uv=False)  # S·Sᵀ = XᵀX: σ(S) = σ(X)
+        spectra[path] = values / np.sqrt(np.sum(values**2))
+    return spectra

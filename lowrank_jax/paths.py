@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from flax import nnx
+
+from lowrank_jax.config import ConfigError
 
 Path = tuple[str | int, ...]
 
@@ -35,3 +37,26 @@ def replace(model: nnx.Module, path: Path, new: nnx.Module) -> None:
         parent[path[-1]] = new
     else:
         setattr(parent, path[-1], new)
+
+
+def swap(
+    model: nnx.Module,
+    selected: list[tuple[Path, nnx.Module]],
+    make: Callable[..., nnx.Module],
+    *,
+    with_path: bool = False,
+) -> nnx.Module:
+    """Build every replacement first (errors name the layer), then put them in place.
+
+    A bad argument thus leaves the model untouched instead of half changed.
+    ``make(layer)``, or ``make(path, layer)`` with ``with_path``.
+    """
+    replacements = []
+    for path, layer in selected:
+        try:
+            replacements.append((path, make(path, layer) if with_path else make(layer)))
+        except ConfigError as e:  # the layer's own check, e.g. "rank: must be ..."
+            raise ConfigError(f"{dotted(path)}.{e}") from None
+    for path, new in replacements:
+        replace(model, path, new)
+    return model

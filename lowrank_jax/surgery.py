@@ -18,8 +18,10 @@ from collections.abc import Callable, Iterable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
+from lowrank_jax.calibration import input_spectra
 from lowrank_jax.calibration import whitening as _whitening
 from lowrank_jax.config import ConfigError, fail
 from lowrank_jax.layers import Adapter, FactorizedDense, LoRA, WithAdapter
@@ -30,6 +32,7 @@ from lowrank_jax.paths import Path, dotted
 from lowrank_jax.paths import get as _get
 from lowrank_jax.paths import modules as _modules
 from lowrank_jax.paths import replace as _replace
+from lowrank_jax.paths import swap as _swap
 from lowrank_jax.ranks import allocate
 from lowrank_jax.trainable import count_params as count_params  # re-exported
 from lowrank_jax.trainable import trainable_filter as trainable_filter  # re-exported
@@ -75,29 +78,6 @@ def _select(
 _WRAPPED_AS = {LoRA: "LoRA", WithAdapter: "an adapter"}
 
 
-def _swap(
-    model: nnx.Module,
-    selected: list[tuple[Path, nnx.Module]],
-    make: Callable[..., nnx.Module],
-    *,
-    with_path: bool = False,
-) -> nnx.Module:
-    """Build every replacement first (errors name the layer), then put them in place.
-
-    A bad argument thus leaves the model untouched instead of half changed.
-    ``make(layer)``, or ``make(path, layer)`` with ``with_path``.
-    """
-    replacements = []
-    for path, layer in selected:
-        try:
-            replacements.append((path, make(path, layer) if with_path else make(layer)))
-        except ConfigError as e:  # the layer's own check, e.g. "rank: must be ..."
-            raise ConfigError(f"{dotted(path)}.{e}") from None
-    for path, new in replacements:
-        _replace(model, path, new)
-    return model
-
-
 def apply_lora(
     model: nnx.Module,
     targets: str | None = None,
@@ -109,9 +89,20 @@ def apply_lora(
     rslora: bool = False,
     variant: str = "lora",
     init: str = "default",
+    budget: float | int | None = None,
+    allocation: str = "uniform",
+    calibration: Iterable | None = None,
     rngs: nnx.Rngs,
 ) -> nnx.Module:
     """Wrap every selected dense layer (``nnx.Linear``, ``FactorizedDense``) in ``LoRA``.
+
+    ``budget`` (with ``targets``, instead of ``rank``): the LoRA parameters in
+    all, a count (an int) or a fraction of the targets' weights, shared by
+    ``allocation``: ``"uniform"`` (one R, the largest that fits) or ``"greedy"``
+    (``ranks.allocate`` on each layer's input spectrum from ``calibration``
+    batches, ``calibration.input_spectra``: ranks go to the directions that
+    explain the most input variance per parameter, EVA's rule; A keeps its usual
+    random start).
 
     ``rules``: ``(regex, rank, alpha)`` per-target settings (peft's
     ``rank_pattern`` / ``alpha_pattern``; a rule's alpha None means scale 1, it
@@ -133,6 +124,10 @@ def apply_lora(
       >>> count_params(model)
       {'total': 122, 'trainable': 32, 'lora': 32}
     """
+    if budget is not None:
+        if rules or targets is None or rank is not None:
+            fail("budget", "given with targets alone (no rank, no rules)", budget)
+        rules, targets = _budget_rules(model, targets, budget, allocation, calibration, alpha), None
     every = [(f"rules[{i}]", *rule) for i, rule in enumerate(rules)]
     if targets is not None or rank is not None:
         every.append(("targets", targets, rank, alpha))
@@ -171,6 +166,20 @@ def apply_lora(
         )
 
     return _swap(model, selected, wrap, with_path=True)
+
+
+def _budget_rules(model, targets, budget, allocation, calibration, alpha) -> list:
+    """One ``(path, rank, alpha)`` rule per selected layer, its rank allocated."""
+    chosen = _select(model, targets, _is_dense, "dense layers", LoRA, field="targets")
+    paths, shapes = [p for p, _ in chosen], [(m.in_features, m.out_features) for _, m in chosen]
+    spectra = [np.ones(1)] * len(paths)  # uniform reads no spectrum
+    if allocation == "greedy":
+        if calibration is None:
+            fail("calibration", "batches for allocation 'greedy' (the inputs' spectra)", None)
+        found = input_spectra(model, paths, calibration)
+        spectra = [found[p][: min(shape)] for p, shape in zip(paths, shapes, strict=True)]
+    ranks = allocate(spectra, shapes, budget, allocation)
+    return [(re.escape(dotted(p)), r, alpha) for p, r in zip(paths, ranks, strict=True)]
 
 
 def merge_drift(model: nnx.Module, batch) -> dict[str, float]:

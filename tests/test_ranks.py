@@ -86,3 +86,58 @@ def test_budgets_fractions_counts_and_errors():
         ranks.allocate(spectra, shapes, 31)
     with pytest.raises(ConfigError, match=r"^allocation: must be one of uniform, greedy"):
         ranks.allocate(spectra, shapes, 64, "best")
+
+
+def _two_layers():
+    """x -> L0 -> L1 with L0's kernel of rank 2: L1's inputs span 2 directions, L0's all 8."""
+    import jax.numpy as jnp
+    from flax import nnx
+
+    model = nnx.Sequential(nnx.Linear(8, 8, rngs=nnx.Rngs(0)), nnx.Linear(8, 8, rngs=nnx.Rngs(1)))
+    rng = np.random.default_rng(0)
+    model.layers[0].kernel[...] = jnp.asarray(rng.normal(size=(8, 2)) @ rng.normal(size=(2, 8)))
+    model.layers[0].bias[...] = jnp.zeros(8)
+    batches = [(jnp.asarray(rng.normal(size=(64, 8)), jnp.float32),) for _ in range(4)]
+    return model, batches
+
+
+def test_lora_budget_by_input_spectra_goes_where_the_inputs_vary():
+    """EVA's rule: L1 sees 2 directions, so a greedy budget of 8 ranks gives it 2 and L0 6."""
+    from flax import nnx
+
+    from lowrank_jax import surgery
+
+    model, batches = _two_layers()
+    budget = 8 * 16  # eight ranks of an 8 x 8 layer (in + out = 16 parameters each)
+    surgery.apply_lora(
+        model,
+        r"layers\.\d",
+        budget=budget,
+        allocation="greedy",
+        calibration=batches,
+        rngs=nnx.Rngs(2),
+    )
+    assert surgery.ranks(model) == {"layers.0": 6, "layers.1": 2}
+    assert surgery.count_params(model)["lora"] == budget
+    uniform, _ = _two_layers()
+    surgery.apply_lora(uniform, r"layers\.\d", budget=budget, rngs=nnx.Rngs(2))
+    assert surgery.ranks(uniform) == {"layers.0": 4, "layers.1": 4}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"rank": 2, "budget": 64}, r"^budget: must be given with targets alone"),
+        ({"budget": 64, "allocation": "greedy"}, r"^calibration: must be batches for allocation"),
+        ({"budget": 8}, r"^budget: must be at least 32 parameters \(rank 1 in each of the 2"),
+    ],
+)
+def test_lora_budget_errors_name_the_field(kwargs, message):
+    from flax import nnx
+
+    from lowrank_jax import surgery
+
+    model, _ = _two_layers()
+    with pytest.raises(ConfigError, match=message):
+        surgery.apply_lora(model, r"layers\.\d", rngs=nnx.Rngs(2), **kwargs)
+    assert not surgery.count_params(model)["lora"]
