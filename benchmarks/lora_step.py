@@ -5,6 +5,8 @@ Targets (issue 8):
      state at most 1% of full's;
   6. our steps against transformers + peft on PyTorch (CPU) at the same shapes
      (B = 32, N = 128): ours at most 1.0x their time.
+Issue 18: DoRA's cost, its step against LoRA's (both R = 8 on W_q, W_v), ours and
+peft's (``use_dora=True``), reported (peft users measure 1.2-2x LoRA's).
 
 Both sides: all-MiniLM-L6-v2's architecture (6 layers, 384 wide, 12 heads),
 a 2-class head on the mean-pooled output, cross-entropy, AdamW, random tokens
@@ -33,9 +35,9 @@ def ours(method: str, batch: int, length: int, repeats: int) -> dict:
     model = pretrained.config_of(NAME, num_classes=2)
     model.update(max_len=512, pooling="mean")
     train = train_defaults().train
-    if method == "lora":
-        model.lora.update(rank=8, alpha=16.0, targets=TARGETS)
-        train.trainable = r".*lora_[ab]|head\..*"
+    if method in ("lora", "dora"):
+        model.lora.update(rank=8, alpha=16.0, targets=TARGETS, variant=method)
+        train.trainable = r".*(lora_[ab]|magnitude)|head\..*"
     else:
         train.trainable = "all"
     step = bench.EncoderStep(model, train, batch, length)
@@ -52,12 +54,14 @@ def peft_seconds(method: str, batch: int, length: int, repeats: int) -> float | 
     device = torch_device(torch)
     torch.manual_seed(0)
     encoder = transformers.AutoModel.from_pretrained(str(pretrained.model_dir(NAME)))
-    if method == "lora":
+    if method in ("lora", "dora"):
         try:
             import peft
         except ImportError:
             return None
-        config = peft.LoraConfig(r=8, lora_alpha=16, target_modules=["query", "value"])
+        config = peft.LoraConfig(
+            r=8, lora_alpha=16, target_modules=["query", "value"], use_dora=method == "dora"
+        )
         encoder = peft.get_peft_model(encoder, config)
     encoder.train().to(device)
     head = torch.nn.Linear(encoder.config.hidden_size, 2).to(device)
@@ -83,8 +87,9 @@ def targets(quick: bool) -> list[dict]:
         pretrained.model_dir(NAME)
     except ImportError as missing:  # e.g. a lent GPU machine without the weights' package
         return [target("5, 6. MiniLM fine-tuning steps", f"not run: {missing}", "—", None)]
-    mine = {m: ours(m, batch, length, repeats) for m in ("full", "lora")}
-    theirs = {m: peft_seconds(m, batch, length, repeats) for m in ("full", "lora")}
+    methods = ("full", "lora", "dora")
+    mine = {m: ours(m, batch, length, repeats) for m in methods}
+    theirs = {m: peft_seconds(m, batch, length, repeats) for m in methods}
     for m in mine:
         print(
             f"{m}: ours {mine[m]['seconds'] * 1e3:.0f} ms, peft/torch "
@@ -110,6 +115,17 @@ def targets(quick: bool) -> list[dict]:
             [("LoRA state / full's", state_ratio, "<=", 0.01)],
         ),
     ]
+    dora = mine["dora"]["seconds"] / mine["lora"]["seconds"]
+    peer = None if None in (theirs["dora"], theirs["lora"]) else theirs["dora"] / theirs["lora"]
+    rows.append(
+        target(
+            f"18. MiniLM DoRA R=8 (W_q, W_v) step vs LoRA's ({shape})",
+            f"ours {mine['dora']['seconds'] * 1e3:.0f} vs {mine['lora']['seconds'] * 1e3:.0f} ms: "
+            f"{dora:.2f}×; peft " + ("not installed" if peer is None else f"{peer:.2f}×"),
+            "reported (peft users: 1.2–2×)",
+            None,
+        )
+    )
     for method in ("full", "lora"):
         peer = theirs[method]
         seconds = mine[method]["seconds"]

@@ -1,5 +1,6 @@
-"""Generated blocks of benchmarks/README.md, from results/results.json (the CPU's `make bench`)
-and results/h100.json (the suite's full shapes on a lent H100)."""
+"""Generated blocks of benchmarks/README.md, from results/results.json (the CPU's `make bench`),
+results/lora_step.json (that target group alone, with DoRA) and results/h100.json (the
+suite's full shapes on a lent H100)."""
 
 from __future__ import annotations
 
@@ -65,6 +66,7 @@ def attention(folder: Path, name: str) -> str:
 TABLES = {
     "cpu": lambda folder: targets(folder, "results"),
     "cpu_attention": lambda folder: attention(folder, "results"),
+    "lora_step": lambda folder: targets(folder, "lora_step"),
     "h100": lambda folder: targets(folder, "h100"),
     "h100_attention": lambda folder: attention(folder, "h100"),
 }
