@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from lowrank_jax.stats import interval
 from lowrank_jax.tables import count_of, markdown_table, prose, signed, stderr
 
 METHODS = ("plain", "whitened", "recovered")
@@ -190,6 +191,128 @@ def spectrum(folder: Path) -> str:
         "the directions the FFNs' inputs hardly use (the whitened rows above)."
     )
     return prose(text, 76).replace("\n", "\n  ")
+
+
+BUDGET_METHODS = ("uniform plain", "uniform whitened", "greedy whitened")
+
+
+def budget(folder: Path) -> str:
+    """The same budgets spent three ways (``budget.py``'s results/budget.json)."""
+    records = [r for r in _records(folder, "budget") if r["method"] != "original"]
+    by = {(r["targets"], r["budget"], r["method"]): r for r in records}
+    rows = []
+    for targets, share in sorted({(r["targets"], r["budget"]) for r in records}, reverse=True):
+        cells = [_cosine(by.get((targets, share, m))) for m in BUDGET_METHODS]
+        greedy = by.get((targets, share, "greedy whitened"))
+        spread = (
+            "—"
+            if greedy is None
+            else "{}–{}".format(min(greedy["ranks"].values()), max(greedy["ranks"].values()))
+        )
+        kept = by[targets, share, "uniform plain"]["params_kept"]
+        rows.append([targets, f"{share:.2f} ({kept:.3f})", *cells, spread])
+    header = ["layers", "budget (kept)", *BUDGET_METHODS, "greedy's ranks"]
+    return markdown_table(header, rows, "lrrrrr")
+
+
+def budget_answer(folder: Path) -> str:
+    """Whether the greedy allocation beat one rank everywhere, from results/budget.json."""
+    records = [r for r in _records(folder, "budget") if r["method"] != "original"]
+    by = {(r["targets"], r["budget"], r["method"]): r for r in records}
+    rows = [key[:2] for key in by if key[2] == "greedy whitened"]
+    gaps = [
+        by[(*k, "greedy whitened")]["mean_cosine"] - by[(*k, "uniform whitened")]["mean_cosine"]
+        for k in rows
+    ]
+    whitening = [
+        by[(*k, "uniform whitened")]["mean_cosine"] - by[(*k, "uniform plain")]["mean_cosine"]
+        for k in rows
+    ]
+    starved = {}  # which kind of layer got the smallest greedy rank, per row
+    for k in rows:
+        ranks = by[(*k, "greedy whitened")]["ranks"]
+        smallest = min(ranks, key=ranks.get)
+        kind = smallest.split(".", 2)[2]
+        starved[kind] = starved.get(kind, 0) + 1
+    kinds = ", ".join(f"{kind} in {n}" for kind, n in sorted(starved.items(), key=lambda x: -x[1]))
+    larger = sum(w > abs(g) for w, g in zip(whitening, gaps, strict=True))
+    text = (
+        f"Greedy whitened beats uniform whitened at {sum(g > 0 for g in gaps)} of the "
+        f"{len(rows)} budgets measured (mean cosine {signed(min(gaps))} to "
+        f"{signed(max(gaps))} against it). Greedy does what it is asked, the smallest total "
+        "whitened truncation error (`lowrank_jax/ranks.py`), but that total is a poor proxy "
+        "for the embedding: it adds up each layer's output error in that layer's own units, "
+        "and it starves the layers whose whitened spectrum falls fastest (the smallest "
+        f"greedy rank went to {kinds} of the {len(rows)} rows). Whitening matters more than "
+        f"the allocation: uniform whitened over uniform plain is the larger gap in {larger} "
+        f"of the {len(rows)} rows."
+    )
+    return prose(text)
+
+
+def recovery(folder: Path) -> str:
+    """Distillation until validation stops improving, per seed (results/recovery.json)."""
+    record = json.loads((folder / "results" / "recovery.json").read_text())
+    seeds, original = record["seeds"], record["original"]
+    rows = [
+        [
+            s["seed"],
+            f"{s['params_kept']:.3f}",
+            f"{s['mean_cosine_before']:.3f}",
+            f"{s['mean_cosine']:.3f} ({s['min_cosine']:.3f})",
+            f"{s['best_epoch']} of {len(s['history']) - 1}",
+            *(f"{s[f'{t}_probe']:.3f}" for t in TASKS),
+        ]
+        for s in seeds
+    ]
+    cosine = interval([s["mean_cosine"] for s in seeds])
+    rows.append(
+        [
+            "mean",
+            "",
+            "",
+            _plus_minus(cosine),
+            "",
+            *(_plus_minus(interval([s[f"{t}_probe"] for s in seeds])) for t in TASKS),
+        ]
+    )
+    rows.append(["original", "1", "1", "1", "", *(f"{original[f'{t}_probe']:.3f}" for t in TASKS)])
+    header = ["seed", "FFN params kept", "cosine before", "after (min)", "best epoch", *TASKS]
+    return markdown_table(header, rows, "rrrrrrr")
+
+
+def _plus_minus(summary: dict) -> str:
+    if summary["ci95"] is None:
+        return f"{summary['mean']:.3f}"
+    return f"{summary['mean']:.3f} ± {summary['ci95']:.3f}"
+
+
+def recovery_answer(folder: Path) -> str:
+    """The goal (mean cosine ≥ 0.95, probes within the original's interval), answered."""
+    record = json.loads((folder / "results" / "recovery.json").read_text())
+    paper = json.loads((folder / "paper.json").read_text())
+    seeds, original, settings = record["seeds"], record["original"], record["settings"]
+    target = paper["goal_mean_cosine"]
+    cosine = interval([s["mean_cosine"] for s in seeds])
+    n = settings["probe"]
+    probe_text = []
+    for task in TASKS:
+        mean = interval([s[f"{task}_probe"] for s in seeds])["mean"]
+        base = original[f"{task}_probe"]
+        half = 1.96 * stderr(base, n)
+        verdict = "within" if abs(mean - base) <= half else "outside"
+        probe_text.append(
+            f"{task} {mean:.3f} against the original's {base:.3f} ± {half:.3f} ({verdict})"
+        )
+    text = (
+        f"With {settings['distill']:,} distillation reviews, validation on {settings['val']} "
+        f"others and patience {settings['patience']} (at most {settings['max_epochs']} "
+        f"epochs), the mean cosine over {len(seeds)} seeds is {_plus_minus(cosine)}: the goal "
+        f"of {target:.2f} is **{'reached' if cosine['mean'] >= target else 'not reached'}**. "
+        f"Probes (mean over seeds; the original's binomial 95% interval over {n:,} test "
+        f"examples): " + "; ".join(probe_text) + "."
+    )
+    return prose(text)
 
 
 TABLES = {

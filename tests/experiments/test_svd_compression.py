@@ -48,3 +48,16 @@ def test_budget_quick_form_spends_the_same_budget_three_ways():
     assert len(set(by["uniform whitened"]["ranks"].values())) == 1  # one rank everywhere
     assert len(set(by["greedy whitened"]["ranks"].values())) > 1  # ranks of their own
     assert by["uniform whitened"]["mean_cosine"] > by["uniform plain"]["mean_cosine"]
+
+
+@pytest.mark.slow  # a long quick form (DEVELOPERS.md)
+def test_recovery_quick_form_keeps_the_best_validation_epoch():
+    recover = load_module(RUN.with_name("recover.py"))
+    result = recover.main(["--quick"])
+    assert len(result["seeds"]) == 2
+    for seed in result["seeds"]:
+        losses = [h["val_loss"] for h in seed["history"]]
+        assert seed["best_epoch"] == losses.index(min(losses))  # the kept model is the best
+        assert seed["params_kept"] == pytest.approx(0.5, abs=0.005)
+        assert 0 < seed["mean_cosine"] <= 1 and seed["min_cosine"] <= seed["mean_cosine"]
+    assert set(result["original"]) == {"trec_probe", "reviews_probe"}

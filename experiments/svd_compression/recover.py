@@ -1,0 +1,143 @@
+"""Distillation recovery at half the FFN parameters, until validation stops improving, 3 seeds.
+
+MiniLM's FFN factorized by whitened SVD at half its parameters (the best
+allocation of ``budget.py``: uniform whitened, R = 153), then only the factors
+train to bring each sentence's embedding back to the original model's (the
+trainer's step with ``train.loss = distillation``, teacher ``self``). After every
+epoch the validation loss (1 − cosine to the original, on reviews used nowhere
+else) is measured; training stops when it has not improved for ``--patience``
+epochs, and the best epoch's model is kept (model selection on validation, as
+the trainer does). The seed sets the order of the distillation sentences. Each
+seed's kept model is measured as ``run.py`` measures: mean and min cosine on the
+held-out reviews, and the trec / reviews linear probes.
+
+    python experiments/svd_compression/recover.py          # ~1 h alone on 2 cores
+    python experiments/svd_compression/recover.py --quick  # tiny sizes, seconds (tests)
+
+Writes ``results/recovery.json`` after every seed (a stopped run resumes at the next).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lowrank_jax import build, surgery
+from lowrank_jax.config import load_module
+from lowrank_jax.data import text
+from lowrank_jax.models import pretrained
+from lowrank_jax.train import sharding
+
+HERE = Path(__file__).parent
+RUN = load_module(HERE / "run.py")
+
+
+def _val_loss(model, tokenizer, sentences, reference) -> float:
+    return float(
+        np.mean(1.0 - np.sum(pretrained.embed(model, tokenizer, sentences) * reference, -1))
+    )
+
+
+def recover(student, config, tokenizer, train, val, val_reference, args, seed: int) -> dict:
+    """Epochs of distillation until ``patience`` epochs without a better validation loss."""
+    run = build.train_state(config, build.single_device_mesh(), student=student)
+    state, rng = run.state, np.random.default_rng(seed)
+    best = {"epoch": 0, "val_loss": _val_loss(student, tokenizer, val, val_reference)}
+    best_state = jax.tree.map(jnp.copy, state)  # the step donates state
+    history = [{"epoch": 0, "train_loss": None, "val_loss": best["val_loss"]}]
+    for epoch in range(1, args.max_epochs + 1):
+        losses = []
+        order = [train[i] for i in rng.permutation(len(train))]
+        for batch in pretrained.batches(tokenizer, order, config.train.batch_size):
+            placed = sharding.place_batch(batch, run.mesh, len(batch["tokens"]))
+            state, metrics = run.train_step(state, placed)
+            losses.append(float(metrics["loss"]))
+        val_loss = _val_loss(run.merge(state), tokenizer, val, val_reference)
+        history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": val_loss})
+        print(
+            f"seed {seed} epoch {epoch}: train {np.mean(losses):.4f} val {val_loss:.4f}", flush=True
+        )
+        if val_loss < best["val_loss"]:
+            best = {"epoch": epoch, "val_loss": val_loss}
+            best_state = jax.tree.map(jnp.copy, state)  # the step donates state
+        elif epoch - best["epoch"] >= args.patience:
+            break
+    return {"model": run.merge(best_state), "best_epoch": best["epoch"], "history": history}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--budget", type=float, default=0.5, help="of the FFN parameters")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--max-epochs", type=int, default=12)
+    parser.add_argument("--patience", type=int, default=2)
+    parser.add_argument("--distill", type=int, default=6000, help="distillation sentences")
+    parser.add_argument("--val", type=int, default=400, help="validation sentences")
+    parser.add_argument("--lr", type=float, default=1e-4, help="Adam, constant (run.py's)")
+    parser.add_argument("--sentences", type=int, default=200, help="held out; as many calibrate")
+    parser.add_argument("--probe", type=int, default=1000, help="probe train (and test) size")
+    parser.add_argument("--out", default=str(HERE / "results" / "recovery.json"))
+    args = parser.parse_args(argv)
+    count, batch_size = args.sentences, 32
+    if args.quick:
+        count, batch_size, args.seeds, args.max_epochs = 16, 16, 2, 2
+        args.distill, args.val, args.probe = 32, 16, 32
+
+    reviews, _ = text.read("reviews")
+    order = np.random.default_rng(0).permutation(len(reviews))  # run.py's split, then further
+    pick = [reviews[i] for i in order]
+    held_out, calibration = pick[:count], pick[count : 2 * count]
+    val = pick[2 * count : 2 * count + args.val]
+    train = pick[2 * count + args.val : 2 * count + args.val + args.distill]
+    pattern = RUN.TARGETS["ffn"]
+    config = RUN.minilm_config(lr=args.lr, trainable=pattern + r"\..*", batch_size=batch_size)
+    original = build.model(config.model, rngs=build.run_rngs(config.seed))
+    tokenizer = pretrained.tokenizer_from(pretrained.model_dir(RUN.MODEL))
+    reference = pretrained.embed(original, tokenizer, held_out)
+    val_reference = pretrained.embed(original, tokenizer, val)
+    probes = RUN.Probes(args.probe)
+    out = Path(args.out)
+    result = {"settings": {k: v for k, v in vars(args).items() if k != "out"}, "seeds": []}
+    if not args.quick and out.exists():
+        kept = json.loads(out.read_text())
+        if kept["settings"] == result["settings"]:
+            result = kept  # a stopped run: the seeds it finished stay
+    if "original" not in result:
+        result["original"] = probes(original, tokenizer)
+    for seed in range(len(result["seeds"]), args.seeds):
+        model = build.model(config.model, rngs=build.run_rngs(config.seed))
+        model.eval()
+        cal = list(pretrained.batches(tokenizer, calibration, 32))
+        surgery.factorize(model, pattern, budget=args.budget, calibration=cal)
+        ranks = sorted(set(surgery.ranks(model).values()))
+        before = np.sum(pretrained.embed(model, tokenizer, held_out) * reference, axis=-1)
+        done = recover(model, config, tokenizer, train, val, val_reference, args, seed)
+        cosine = np.sum(pretrained.embed(done["model"], tokenizer, held_out) * reference, -1)
+        result["seeds"].append(
+            {
+                "seed": seed,
+                "ranks": ranks,
+                "params_kept": RUN.target_params(done["model"], "ffn")
+                / RUN.target_params(original, "ffn"),
+                "mean_cosine_before": float(before.mean()),
+                "mean_cosine": float(cosine.mean()),
+                "min_cosine": float(cosine.min()),
+                "best_epoch": done["best_epoch"],
+                "history": done["history"],
+                **probes(done["model"], tokenizer),
+            }
+        )
+        print(json.dumps({k: v for k, v in result["seeds"][-1].items() if k != "history"}))
+        if not args.quick:
+            out.write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()
