@@ -15,6 +15,8 @@ with code 4 (one line: where, the bytes a checkpoint needs, the last one kept).
 from __future__ import annotations
 
 import argparse
+import collections
+import dataclasses
 import re
 import sys
 
@@ -60,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Train every point; other --config.FIELD=VALUE flags apply to all points.",
         allow_abbrev=False,
     )
-    sweep.add_argument("--config", required=True, help="FILE[:ARGS] with get_config and get_sweep")
+    sweep.add_argument("--config", help="FILE[:ARGS] with get_config and get_sweep")
     sweep.add_argument("--workdir", required=True, help="one sub-workdir per point")
     sweep.add_argument("--jobs", type=int, default=1, help="points trained at once")
     sweep.add_argument(
@@ -72,6 +74,21 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument(
         "--force", action="store_true", help="retrain points whose run holds another config"
     )
+    sweep.add_argument("--launcher", default="local", help="local (processes here) | slurm")
+    cluster = sweep.add_argument_group("--launcher slurm: sbatch's options per point")
+    for flag, kind, text in (
+        ("--partition", str, "partition"),
+        ("--time", str, "time limit, e.g. 2:00:00"),
+        ("--cpus-per-task", int, "CPUs per process (default 1)"),
+        ("--gpus-per-task", int, "GPUs per process"),
+        ("--nodes", int, "nodes per point (default 1)"),
+        ("--tasks-per-node", int, "processes per node per point (default 1)"),
+        ("--poll-seconds", float, "how often to ask squeue (default 5)"),
+    ):
+        cluster.add_argument(flag, type=kind, help=text)
+    cluster.add_argument("--sbatch", action="append", default=[], help="another sbatch option")
+    cluster.add_argument("--no-wait", action="store_true", help="return once submitted")
+    cluster.add_argument("--status", action="store_true", help="report on --workdir's sweep")
     report = commands.add_parser("report", help="results.md, results.csv and plots of a sweep")
     report.add_argument("workdir", help="a sweep's workdir")
     demo = commands.add_parser("demo", help="truncated SVD and LoRA-rank tables (under a minute)")
@@ -105,22 +122,6 @@ def _one_line(error: BaseException) -> str:
     return lines[0] if lines else type(error).__name__
 
 
-def _unknown_override(argv: list[str], config) -> str | None:
-    """Name the first ``--config.a.b`` override whose path the config lacks."""
-    for arg in argv:
-        match = re.match(r"^--config\.([\w.]+)", arg)
-        if not match:
-            continue
-        node, walked = config, []
-        for key in match.group(1).split("."):
-            if not hasattr(node, "keys") or key not in node:
-                valid = ", ".join(sorted(node.keys())) if hasattr(node, "keys") else "(none)"
-                where = ".".join(["config", *walked])
-                return f"--{where}.{key}: unknown field; valid fields of {where}: {valid}"
-            node, walked = node[key], [*walked, key]
-    return None
-
-
 def _unknown_override_in(argv: list[str]) -> str | None:
     """Load the config file without overrides and name an override that has no field.
 
@@ -144,7 +145,9 @@ def _unknown_override_in(argv: list[str]) -> str | None:
         config = load_config(spec)
     except Exception:  # the file's own error is reported by absl's parse, as it is
         return None
-    return _unknown_override(argv, config)
+    from lowrank_jax.config import unknown_override
+
+    return unknown_override(argv, config)
 
 
 def _define_flags(values) -> None:
@@ -255,16 +258,33 @@ def train(argv: list[str]) -> int:
     return 0
 
 
-def sweep(config: str, workdir: str, jobs: int, extra: list[str], seeds: int | None = None) -> int:
+def sweep(args, extra: list[str]) -> int:
+    from lowrank_jax import slurm
     from lowrank_jax.config import ConfigError
     from lowrank_jax.sweep import run_sweep
 
+    given = {k: v for k, v in vars(args).items() if k in slurm.FLAGS and v not in (None, [])}
     try:
-        results = run_sweep(config, workdir, jobs=jobs, extra=extra, seeds=seeds)
+        if args.launcher != "slurm" and (given or args.no_wait or args.status):
+            flag = next(iter(given), "no_wait" if args.no_wait else "status")
+            raise ConfigError(f"--{flag.replace('_', '-')}: only with --launcher slurm")
+        if args.status:
+            results = slurm.status(args.workdir)
+        elif not args.config:
+            raise ConfigError("--config: required, e.g. --config configs/rank_sweep.py")
+        else:
+            options = slurm.Options(**{slurm.FLAGS[k]: v for k, v in given.items()})
+            options = dataclasses.replace(options, sbatch=tuple(options.sbatch))
+            results = run_sweep(
+                args.config, args.workdir, jobs=args.jobs, extra=extra, seeds=args.seeds,
+                launcher=args.launcher, slurm=options, wait=not args.no_wait,
+            )  # fmt: skip
     except (ConfigError, OSError) as error:
         return _fail(_one_line(error))
-    failed = [r for r in results if r["status"] == "failed"]
-    print(f"sweep {workdir}: {len(results) - len(failed)} done, {len(failed)} failed")
+    counts = collections.Counter(r["status"] for r in results)
+    failed = counts.pop("failed", 0)
+    done = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "none done"
+    print(f"sweep {args.workdir}: {done}, {failed} failed")
     return 1 if failed else 0
 
 
@@ -311,13 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     if args.command == "sweep":
-        return sweep(
-            args.config,
-            args.workdir,
-            args.jobs,
-            [*extra, *(["--force"] if args.force else [])],
-            seeds=args.seeds,
-        )
+        return sweep(args, [*extra, *(["--force"] if args.force else [])])
     if args.command == "report":
         return report(args.workdir)
     if args.command == "tables":

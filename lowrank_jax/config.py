@@ -201,3 +201,19 @@ def train_defaults() -> ml_collections.ConfigDict:
             "mesh": {"data": -1, "fsdp": 1, "tensor": 1},  # -1 fills with the remaining devices
         }
     )
+
+
+def unknown_override(argv: list[str], config) -> str | None:
+    """Name the first ``--config.a.b`` override whose path the config lacks."""
+    for arg in argv:
+        match = re.match(r"^--config\.([\w.]+)", arg)
+        if not match:
+            continue
+        node, walked = config, []
+        for key in match.group(1).split("."):
+            if not hasattr(node, "keys") or key not in node:
+                valid = ", ".join(sorted(node.keys())) if hasattr(node, "keys") else "(none)"
+                where = ".".join(["config", *walked])
+                return f"--{where}.{key}: unknown field; valid fields of {where}: {valid}"
+            node, walked = node[key], [*walked, key]
+    return None

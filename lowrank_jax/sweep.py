@@ -25,12 +25,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lowrank_jax.config import ConfigError, check_int, load_config
+from lowrank_jax.config import (
+    ConfigError,
+    check_choice,
+    check_int,
+    load_config,
+    unknown_override,
+)
 from lowrank_jax.train.lock import RunLock
 from lowrank_jax.train.metrics import read_json
 from lowrank_jax.train.rundir import same_config
 
 Point = dict[str, Any]
+LAUNCHERS = ("local", "slurm")
 
 
 def product(**axes: list) -> list[Point]:
@@ -125,6 +132,34 @@ def _typed(text: str, like: Any) -> Any:
         return text
 
 
+def overridden(config_spec: str, extra: list[str]):
+    """The config with the sweep's ``--config.FIELD=VALUE`` flags applied; ``ConfigError``
+    (one line) for a flag the sweep cannot pass on: not an override, an unknown field,
+    or a value that does not read as the field's type."""
+    config = load_config(config_spec)
+    for flag in extra:
+        if flag == "--force":
+            continue
+        match = re.match(r"^--config\.([\w.]+)=(.*)$", flag)
+        if not match:
+            raise ConfigError(
+                f"{flag.split('=')[0]}: not a flag of lowrank-jax sweep (see --help); other "
+                "flags must be --config.FIELD=VALUE overrides for every point"
+            )
+        unknown = unknown_override([flag], config)
+        if unknown:
+            raise ConfigError(unknown)
+        *parents, leaf = match.group(1).split(".")
+        node = config
+        for parent in parents:
+            node = node[parent]
+        try:
+            node[leaf] = _typed(match.group(2), node[leaf])
+        except (ValueError, TypeError) as error:
+            raise ConfigError(f"--config.{match.group(1)}: {error}") from None
+    return config
+
+
 def expected_config(config_spec: str, point: Point, extra: list[str]) -> dict | None:
     """The ``config.json`` a point's run would write, computed here; None if it cannot be.
 
@@ -133,23 +168,13 @@ def expected_config(config_spec: str, point: Point, extra: list[str]) -> dict | 
     trainer itself decides, as before.
     """
     try:
-        config = load_config(config_spec)
-        overrides = {}
-        for flag in extra:
-            match = re.match(r"^--config\.([\w.]+)=(.*)$", flag)
-            if match:
-                *parents, leaf = match.group(1).split(".")
-                node = config
-                for parent in parents:
-                    node = node[parent]
-                overrides[match.group(1)] = _typed(match.group(2), node[leaf])
-        apply_point(config, {**overrides, **point})
+        config = apply_point(overridden(config_spec, extra), point)
         return json.loads(config.to_json_best_effort(sort_keys=True))
     except Exception:  # any failure: the trainer's own check decides (and reports errors)
         return None
 
 
-def _finished(run_dir: Path, expected: dict | None) -> bool:
+def finished(run_dir: Path, expected: dict | None) -> bool:
     """A run of exactly this config that wrote its summary (and no failure record)."""
     paths = [run_dir / name for name in ("config.json", "summary.json")]
     if expected is None or not all(p.exists() for p in paths) or (run_dir / "failed.json").exists():
@@ -188,20 +213,35 @@ def load_sweep(config_spec: str) -> list[Point]:
     return points
 
 
-def run_point(config_spec: str, workdir: Path, point: Point, extra: list[str]) -> dict:
-    """Train one point in its own process; returns its status record."""
+def run_point(
+    config_spec: str,
+    workdir: Path,
+    point: Point,
+    extra: list[str],
+    *,
+    launch: list[str] = (),
+    stream: bool = False,
+) -> dict:
+    """Train one point in its own process; returns its status record.
+
+    ``launch``: a prefix for the trainer's command (``srun ...`` for a point of
+    several processes); ``stream``: its stdout goes to ours (a SLURM task's log)."""
     run_dir = workdir / point_name(point)
-    if _finished(run_dir, expected_config(config_spec, point, extra)):
+    if finished(run_dir, expected_config(config_spec, point, extra)):
         return {"name": run_dir.name, "status": "done", "seconds": 0.0}
     summary = run_dir / "summary.json"
     # The trainer itself decides: a finished run of this very config returns at once,
     # a run of another config is refused (or replaced with --force), others resume.
     before = summary.stat().st_mtime_ns if summary.exists() else None
-    command = [sys.executable, "-m", "lowrank_jax.cli", "train", "--config", config_spec]
+    command = [*launch, sys.executable, "-m", "lowrank_jax.cli", "train", "--config", config_spec]
     command += ["--workdir", str(run_dir), *extra, *(_flag(k, v) for k, v in point.items())]
     began = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True)
+    result = subprocess.run(
+        command, stdout=None if stream else subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     seconds = time.perf_counter() - began
+    if stream:
+        print(result.stderr, file=sys.stderr, end="", flush=True)
     failed = run_dir / "failed.json"
     if result.returncode:
         errors = [line for line in result.stderr.splitlines() if line.strip()]
@@ -233,40 +273,63 @@ def run_sweep(
     jobs: int = 1,
     extra: list[str] = (),
     seeds: int | None = None,
+    launcher: str = "local",
+    slurm=None,
+    wait: bool = True,
 ) -> list[dict]:
-    """Run every point of the config's sweep (``jobs`` at a time); a line per point.
+    """Run every point of the config's sweep; a line per point.
 
-    ``seeds``: every point with seeds ``0..seeds-1`` (``with_seeds``). A point whose
-    run already finished with this very config is recognised here, without a process.
+    ``launcher="local"``: each point in its own process here, ``jobs`` at a time.
+    ``"slurm"``: the points still to do as one SLURM job array (``slurm.Options``
+    says where and how; ``wait=False`` returns once it is submitted). ``seeds``:
+    every point with seeds ``0..seeds-1`` (``with_seeds``). A point whose run
+    already finished with this very config is recognised here, without a process.
+    Every flag in ``extra`` is checked before anything starts (``overridden``).
     """
     workdir = Path(workdir)
     check_int(jobs, "--jobs")
+    check_choice(launcher, "--launcher", LAUNCHERS)
     points = with_seeds(load_sweep(config_spec), seeds)
     names = [point_name(p) for p in points]
     if len(set(names)) != len(names):
         raise ConfigError("--config: get_sweep returned the same point twice")
+    overridden(config_spec, list(extra))  # a flag no point can use: one line, nothing started
     with RunLock(workdir, "sweep"):  # one sweep per directory; its points lock their own
-        return _run_points(config_spec, workdir, points, jobs, list(extra), seeds)
-
-
-def _run_points(config_spec, workdir: Path, points, jobs: int, extra: list[str], seeds) -> list:
-    (workdir / "sweep.json").write_text(
-        json.dumps(
-            {"config": config_spec, "points": points, "extra": list(extra), "seeds": seeds},
-            indent=1,
+        record = {"config": config_spec, "points": points, "extra": list(extra), "seeds": seeds}
+        (workdir / "sweep.json").write_text(
+            json.dumps({**record, "launcher": launcher}, indent=1) + "\n"
         )
-        + "\n"
+        if launcher == "local":
+            return _run_points(config_spec, workdir, points, jobs, list(extra))
+        from lowrank_jax import slurm as cluster
+
+        results = cluster.run(config_spec, workdir, points, list(extra), slurm, wait=wait)
+        jobs_ids = [job["job_id"] for job in cluster.read_jobs(workdir)]
+        (workdir / "sweep.json").write_text(
+            json.dumps({**record, "launcher": launcher, "slurm_jobs": jobs_ids}, indent=1) + "\n"
+        )
+        print_results(results, len(points))
+        return results
+
+
+def print_results(results: list[dict], total: int) -> None:
+    for i, record in enumerate(results, 1):
+        _line(i, total, record)
+
+
+def _line(i: int, total: int, record: dict) -> None:
+    detail = f" ({record['error']})" if record["status"] == "failed" else ""
+    print(
+        f"[{i}/{total}] {record['status']:7s} {record['name']} {record['seconds']:.0f}s{detail}",
+        flush=True,
     )
+
+
+def _run_points(config_spec, workdir: Path, points, jobs: int, extra: list[str]) -> list:
     results = []
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(jobs, 1)) as pool:
         futures = [pool.submit(run_point, config_spec, workdir, p, list(extra)) for p in points]
-        for i, future in enumerate(concurrent.futures.as_completed(futures), 1):
-            record = future.result()
-            results.append(record)
-            detail = f" ({record['error']})" if record["status"] == "failed" else ""
-            print(
-                f"[{i}/{len(points)}] {record['status']:7s} {record['name']} "
-                f"{record['seconds']:.0f}s{detail}",
-                flush=True,
-            )
+        for future in concurrent.futures.as_completed(futures):
+            results.append(future.result())
+            _line(len(results), len(points), results[-1])
     return results

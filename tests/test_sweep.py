@@ -163,7 +163,7 @@ def test_seeds_name_the_runs_and_a_bad_count_is_one_line(tmp_path, capsys):
 def test_a_damaged_run_file_stops_report_in_one_line_naming_it(
     tmp_path, capsys, file, text, message
 ):
-    from lowrank_jax.sweep import _finished
+    from lowrank_jax.sweep import finished
 
     workdir = tmp_path / "sweep"
     _fake_run(workdir, "ffn.dense.rank=4", seed=0, rank=4, accuracy=0.8, step_time=0.1)
@@ -176,7 +176,7 @@ def test_a_damaged_run_file_stops_report_in_one_line_naming_it(
     )
     assert not (workdir / "results.md").exists()
     if file == "summary.json":  # a sweep rerun trains that point again (the trainer heals it)
-        assert not _finished(run, json.loads((run / "config.json").read_text()))
+        assert not finished(run, json.loads((run / "config.json").read_text()))
 
 
 def test_difference_is_welchs_interval():
@@ -197,7 +197,7 @@ def test_a_field_added_later_at_its_default_keeps_a_run_finished(tmp_path):
     """A run recorded before an upgrade added a field (here the factorized kind's
     ``init``) is the same config when the new field holds its default."""
     from lowrank_jax.config import load_config
-    from lowrank_jax.sweep import _finished
+    from lowrank_jax.sweep import finished
     from lowrank_jax.train import rundir
 
     tiny = Path(__file__).parents[1] / "configs" / "tiny.py"
@@ -209,10 +209,10 @@ def test_a_field_added_later_at_its_default_keeps_a_run_finished(tmp_path):
     run.mkdir()
     (run / "config.json").write_text(json.dumps(old))
     (run / "summary.json").write_text("{}")
-    assert _finished(run, config)
+    assert finished(run, config)
     rundir.check(run, config, force=False)  # the trainer resumes it too
     changed = json.loads(json.dumps(config))
     changed["model"]["ffn"]["dense"]["init"] = "spectral"  # not the default: another run
-    assert not rundir.same_config(old, changed) and not _finished(run, changed)
+    assert not rundir.same_config(old, changed) and not finished(run, changed)
     with pytest.raises(ValueError, match=r"model\.ffn\.dense\.init: None -> 'spectral'"):
         rundir.check(run, changed, force=False)

@@ -145,14 +145,20 @@ def initialize_distributed(
     """Start JAX's multi-controller runtime when several processes are asked for.
 
     Arguments come from the CLI flags or, failing those, the environment
-    (``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID``).
-    On CPU the processes exchange data over gloo.
+    (``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID``), or,
+    failing those, a SLURM job step of several tasks (``srun``: JAX reads
+    ``SLURM_NTASKS``, ``SLURM_PROCID`` and the first node of the step as the
+    coordinator). On CPU the processes exchange data over gloo.
     """
     env = os.environ
     coordinator_address = coordinator_address or env.get("JAX_COORDINATOR_ADDRESS")
     num_processes = num_processes or int(env.get("JAX_NUM_PROCESSES", "1"))
     if process_id is None and "JAX_PROCESS_ID" in env:
         process_id = int(env["JAX_PROCESS_ID"])
+    if num_processes <= 1 and int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_STEP_ID" in env:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize()  # JAX's SlurmCluster: the step's tasks, one process each
+        return
     if num_processes <= 1:
         return
     if not coordinator_address or process_id is None:
