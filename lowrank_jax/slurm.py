@@ -22,6 +22,7 @@ import dataclasses
 import json
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -86,6 +87,13 @@ def _run(command: list[str], check: bool = True) -> subprocess.CompletedProcess:
         error = (result.stderr.strip().splitlines() or ["no output"])[-1]
         raise ConfigError(f"--launcher: {' '.join(command[:2])} failed: {error}")
     return result
+
+
+def check_commands() -> None:
+    """SLURM's client commands on the PATH, or the one-line error naming the missing one."""
+    for command in ("sbatch", "squeue", "scontrol"):
+        if shutil.which(command) is None:
+            _run([command])
 
 
 def submit(workdir: Path, config: str, points: list[dict], extra: list[str], options) -> str:

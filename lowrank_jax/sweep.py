@@ -294,6 +294,10 @@ def run_sweep(
     if len(set(names)) != len(names):
         raise ConfigError("--config: get_sweep returned the same point twice")
     overridden(config_spec, list(extra))  # a flag no point can use: one line, nothing started
+    if launcher == "slurm":
+        from lowrank_jax import slurm as cluster
+
+        cluster.check_commands()
     with RunLock(workdir, "sweep"):  # one sweep per directory; its points lock their own
         record = {"config": config_spec, "points": points, "extra": list(extra), "seeds": seeds}
         (workdir / "sweep.json").write_text(
@@ -301,8 +305,6 @@ def run_sweep(
         )
         if launcher == "local":
             return _run_points(config_spec, workdir, points, jobs, list(extra))
-        from lowrank_jax import slurm as cluster
-
         results = cluster.run(config_spec, workdir, points, list(extra), slurm, wait=wait)
         jobs_ids = [job["job_id"] for job in cluster.read_jobs(workdir)]
         (workdir / "sweep.json").write_text(

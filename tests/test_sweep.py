@@ -216,3 +216,37 @@ def test_a_field_added_later_at_its_default_keeps_a_run_finished(tmp_path):
     assert not rundir.same_config(old, changed) and not finished(run, changed)
     with pytest.raises(ValueError, match=r"model\.ffn\.dense\.init: None -> 'spectral'"):
         rundir.check(run, changed, force=False)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--launcherr", "slurm"], "error: --launcherr: not a flag of lowrank-jax sweep"),
+        (["--config.train.stepz=3"], "error: --config.train.stepz: unknown field"),
+        (["--config.train.steps=three"], "error: --config.train.steps: invalid literal"),
+        (["--partition", "gpu"], "error: --partition: only with --launcher slurm"),
+        (["--launcher", "pbs"], "error: --launcher: must be one of local, slurm, got 'pbs'"),
+    ],
+)
+def test_a_flag_no_point_can_use_is_one_line_before_anything_starts(
+    tmp_path, capsys, flags, message
+):
+    config = tmp_path / "sweep_config.py"
+    config.write_text(TINY.format(tiny=Path(__file__).parents[1] / "configs" / "tiny.py"))
+    workdir = tmp_path / "sweep"
+    assert cli.main(["sweep", "--config", str(config), "--workdir", str(workdir), *flags]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(message), line
+    assert not workdir.exists()  # nothing written, no point started
+
+
+def test_slurm_without_its_commands_is_one_line(tmp_path, capsys, monkeypatch):
+    config = tmp_path / "sweep_config.py"
+    config.write_text(TINY.format(tiny=Path(__file__).parents[1] / "configs" / "tiny.py"))
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here
+    workdir = tmp_path / "sweep"
+    args = ["sweep", "--config", str(config), "--workdir", str(workdir), "--launcher", "slurm"]
+    assert cli.main(args) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: --launcher: slurm needs sbatch on the PATH"), line
+    assert not workdir.exists()

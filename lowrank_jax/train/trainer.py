@@ -47,6 +47,7 @@ __all__ = ["DiskFullError", "NonFiniteLossError", "load_model", "train_and_evalu
 # For subprocess tests: SIGKILL this process right after finishing step N (a callback
 # registered at start, see ``callbacks_from_env``).
 KILL_AT_STEP = "LOWRANK_JAX_KILL_AT_STEP"
+STEP_DELAY = "LOWRANK_JAX_STEP_DELAY"
 # jax.transfer_guard level for the training loop (allow | log | disallow): "disallow"
 # makes any implicit host<->device transfer in the loop an error (benchmarks/recompile.py).
 TRANSFER_GUARD = "LOWRANK_JAX_TRANSFER_GUARD"
@@ -60,17 +61,23 @@ class NonFiniteLossError(RuntimeError):
 
 
 def callbacks_from_env() -> list[Callback]:
-    """Test hooks the subprocess tests switch on by environment (``KILL_AT_STEP``)."""
+    """Test hooks the subprocess tests switch on by environment: ``KILL_AT_STEP`` (SIGKILL
+    after that step) and ``STEP_DELAY`` (seconds of sleep after each step, so that a
+    test can cancel a run in its middle)."""
     kill_at = int(os.environ.get(KILL_AT_STEP, "-1"))
+    delay = float(os.environ.get(STEP_DELAY, "0"))
+    hooks = []
+    if delay > 0:
+        hooks.append(lambda done, state: time.sleep(delay))
     if kill_at < 0:
-        return []
+        return hooks
 
     def kill(done: int, state) -> None:
         if done == kill_at:
             jax.block_until_ready(state)
             os.kill(os.getpid(), signal.SIGKILL)
 
-    return [kill]
+    return [*hooks, kill]
 
 
 def train_and_evaluate(
