@@ -3,7 +3,7 @@
 ``submit`` writes, under ``workdir/slurm/``, a manifest (the config, the overrides and
 the points of this array) and a batch script, and submits it with ``sbatch --array``.
 Each array task runs ``python -m lowrank_jax.slurm task MANIFEST INDEX``: it trains
-its point as the local launcher does (``sweep.run_point``, the trainer in the
+its point as the local launcher does (``points.run_point``, the trainer in the
 point's sub-workdir; under ``srun`` when a point has several processes, which then
 initialise ``jax.distributed`` from SLURM's environment) and leaves its record,
 ``<job>_<task>.json``, beside its log, ``<job>_<task>.log``.
@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from lowrank_jax import sweep as sweeps
+from lowrank_jax import points as sweep_points
 from lowrank_jax.config import ConfigError
 
 RECORDS = "slurm"  # under the sweep's workdir
@@ -128,7 +128,7 @@ def submit(workdir: Path, config: str, points: list[dict], extra: list[str], opt
 
 
 def names_of(points: list[dict]) -> list[str]:
-    return [sweeps.point_name(p) for p in points]
+    return [sweep_points.point_name(p) for p in points]
 
 
 def read_jobs(workdir: Path) -> list[dict]:
@@ -195,8 +195,9 @@ def run(config: str, workdir: Path, points: list[dict], extra: list[str], option
     running = live(workdir)
     records, todo = {}, []
     for point in points:
-        name = sweeps.point_name(point)
-        if sweeps.finished(workdir / name, sweeps.expected_config(config, point, extra)):
+        name = sweep_points.point_name(point)
+        expected = sweep_points.expected_config(config, point, extra)
+        if sweep_points.finished(workdir / name, expected):
             records[name] = {"name": name, "status": "done", "seconds": 0.0}
         elif name in running:
             task, state = running[name]
@@ -210,7 +211,7 @@ def run(config: str, workdir: Path, points: list[dict], extra: list[str], option
         if job or running:
             print(f"lowrank-jax sweep --status --workdir {workdir} reports on them")
         return list(records.values())
-    names = {sweeps.point_name(p) for p in points}
+    names = {sweep_points.point_name(p) for p in points}
     shown = None
     while ours := {n: s for n, s in live(workdir).items() if n in names}:
         counts = {}
@@ -229,14 +230,14 @@ def collect(config: str, workdir: Path, points, extra, known=None) -> list[dict]
     record (killed, cancelled, timed out) gets ``failed.json`` from ``ended``."""
     records = []
     for point in points:
-        name = sweeps.point_name(point)
+        name = sweep_points.point_name(point)
         run_dir = workdir / name
         if known and name in known:
             records.append(known[name])
             continue
         task = latest_task(workdir, name)
         own = task_record(workdir, task) if task else None
-        if sweeps.finished(run_dir, sweeps.expected_config(config, point, extra)):
+        if sweep_points.finished(run_dir, sweep_points.expected_config(config, point, extra)):
             seconds = own["seconds"] if own else 0.0
             status = "trained" if own else "done"
             records.append({"name": name, "status": status, "seconds": seconds})
@@ -268,14 +269,14 @@ def status(workdir: str | Path) -> list[dict]:
     if running:
         results = []
         for point in points:
-            name = sweeps.point_name(point)
-            expected = sweeps.expected_config(record["config"], point, extra)
-            state = "done" if sweeps.finished(workdir / name, expected) else "ended"
+            name = sweep_points.point_name(point)
+            expected = sweep_points.expected_config(record["config"], point, extra)
+            state = "done" if sweep_points.finished(workdir / name, expected) else "ended"
             state = running[name][1].lower() if name in running else state
             results.append({"name": name, "status": state, "seconds": 0.0})
     else:
         results = collect(record["config"], workdir, points, extra)
-    sweeps.print_results(results, len(points))
+    sweep_points.print_results(results, len(points))
     return results
 
 
@@ -288,7 +289,7 @@ def run_task(manifest_path: str, index: int) -> int:
     workdir = manifest.parent.parent
     point = record["points"][index]
     launch = ["srun", "--kill-on-bad-exit=1"] if record["tasks"] > 1 else []
-    result = sweeps.run_point(
+    result = sweep_points.run_point(
         record["config"], workdir, point, record["extra"], launch=launch, stream=True
     )
     job = os.environ.get("SLURM_ARRAY_JOB_ID", "local")

@@ -9,6 +9,7 @@ model by the 95% Welch interval of the difference of their means over seeds.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from lowrank_jax.stats import difference, interval
@@ -147,6 +148,65 @@ def regularisation_answer(folder: Path) -> str:
             words.append(f'"{claim}" is undecided at this scale')
     lines = [*parts, "**Verdict at this scale**: " + "; ".join(words) + "."]
     return "\n".join("- " + prose(line, 74).replace("\n", "\n  ") for line in lines)
+
+
+def _trick(name: str) -> str:
+    """A run's factorized initialisation, from its name: plain, spectral, or spectral + FD."""
+    decay = re.search(r"frobenius_decay=([\d.e-]+)", name)
+    spectral = "init=spectral" in name
+    if decay:
+        return f"spectral + Frobenius decay {float(decay[1]):g}"
+    return "spectral" if spectral else "plain (LeCun-normal A, B)"
+
+
+def khodak(folder: Path) -> str:
+    """Spectral initialisation and Frobenius decay against the plain one, per Q/K/V rank
+    (results/khodak/runs.csv: the trec sweep's runs, ``khodak`` points included)."""
+    runs = [
+        r for r in read_csv(folder / "results" / "khodak" / "runs.csv") if r["status"] == "done"
+    ]
+    groups: dict[tuple[int, str], list[dict[str, str]]] = {}
+    for run in runs:
+        if run["qkv_rank"]:
+            groups.setdefault((int(run["qkv_rank"]), _trick(run["name"])), []).append(run)
+    ranks = sorted({rank for rank, trick in groups if trick != _trick("")})
+    rows = []
+    for rank in ranks:
+        plain = groups[rank, _trick("")]
+        order = ["plain", "spectral", "spectral + Frobenius"]  # the row order, by prefix
+        tricks = sorted(
+            (trick for r, trick in groups if r == rank),
+            key=lambda t: max(i for i, p in enumerate(order) if t.startswith(p)),
+        )
+        for trick in tricks:
+            group = groups[rank, trick]
+            compared = "—"
+            if trick != _trick(""):
+                result, diff = verdict(
+                    _values(group, "test_accuracy"), _values(plain, "test_accuracy"), +1
+                )
+                compared = f"{diff['mean']:+.3f} ± {diff['ci95']:.3f} ({result})"
+            rows.append(
+                [
+                    f"Q/K/V/out R = {rank}",
+                    trick,
+                    str(len(group)),
+                    _cell(group, "test_accuracy"),
+                    _cell(group, "final_train_accuracy"),
+                    _cell(group, "final_train_test_gap"),
+                    compared,
+                ]
+            )
+    header = [
+        "model",
+        "initialisation",
+        "seeds",
+        "test acc. (selected)",
+        "train acc. (final)",
+        "gap (final)",
+        "test acc. minus plain's (Welch 95%)",
+    ]
+    return markdown_table(header, rows, "llrrrrr")
 
 
 def latency(folder: Path) -> str:

@@ -215,6 +215,25 @@ def budget(folder: Path) -> str:
     return markdown_table(header, rows, "lrrrrr")
 
 
+def budget_probes(folder: Path) -> str:
+    """The linear probes of each budgeted model, beside the original's (results/budget.json)."""
+    records = _records(folder, "budget")
+    original = next(r for r in records if r["method"] == "original")
+    rows = [
+        ["original", "—", "—", *(f"{original[f'{t}_probe']:.3f}" for t in TASKS)],
+        *(
+            [
+                r["targets"],
+                f"{r['budget']:.2f}",
+                r["method"],
+                *(f"{r[f'{t}_probe']:.3f}" for t in TASKS),
+            ]
+            for r in sorted(records[1:], key=lambda r: (r["targets"] != "ffn", r["budget"]))
+        ),
+    ]
+    return markdown_table(["layers", "budget", "method", *TASKS], rows, "llrrr")
+
+
 def budget_answer(folder: Path) -> str:
     """Whether the greedy allocation beat one rank everywhere, from results/budget.json."""
     records = [r for r in _records(folder, "budget") if r["method"] != "original"]
@@ -323,4 +342,7 @@ TABLES = {
     "attention": attention,
     "attention_probes": attention_probes,
     "spectrum": spectrum,
+    "budget": budget,
+    "budget_answer": budget_answer,
+    "budget_probes": budget_probes,
 }
