@@ -209,6 +209,36 @@ def khodak(folder: Path) -> str:
     return markdown_table(header, rows, "llrrrrr")
 
 
+def khodak_answer(folder: Path) -> str:
+    """Each trick's verdict against the plain initialisation, rank by rank."""
+    table = khodak(folder)
+    verdicts = {}
+    for line in table.splitlines()[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if cells[-1] != "—":
+            verdicts.setdefault(cells[1], []).append(
+                f"{cells[0].split('= ')[1]}: {cells[-1].split('(')[-1].rstrip(')')}"
+            )
+    parts = [f"{trick} — {', '.join(found)}" for trick, found in verdicts.items()]
+    decided = any("supported" in v or "refuted" in v for f in verdicts.values() for v in f)
+    diffs = [line.split("|")[-2].strip() for line in table.splitlines()[2:]]
+    above = all(d.startswith("+") for d in diffs if d != "—")
+    sides = "every mean is above" if above else "the means fall on both sides of"
+    text = (
+        "Test accuracy against the plain initialisation, by rank (R: verdict of the Welch "
+        "95% interval): "
+        + "; ".join(parts)
+        + ". "
+        + (
+            "Some differences are decided at 3 seeds (the table)."
+            if decided
+            else "No difference is decided at 3 seeds: the intervals contain 0, and "
+            f"{sides} the plain initialisation's; more seeds would be needed to call it."
+        )
+    )
+    return prose(text)
+
+
 def latency(folder: Path) -> str:
     """Forward time per example against R, as a ratio to the dense model's, per batch."""
     record = json.loads((folder / "results" / "latency.json").read_text())
@@ -293,4 +323,6 @@ TABLES = {
     "regularisation_answer": regularisation_answer,
     "latency": latency,
     "latency_answer": latency_answer,
+    "khodak": khodak,
+    "khodak_answer": khodak_answer,
 }
