@@ -197,6 +197,9 @@ def train_defaults() -> ml_collections.ConfigDict:
                 "checkpoint_every": 100,  # orbax checkpoint (and always at the end)
                 "keep_checkpoints": 2,  # the newest N are kept
                 "peak_flops": 0.0,  # FLOP/s for MFU; 0 = measure a large matmul at start
+                # "FIRST-LAST" (e.g. "10-15"): a jax.profiler trace of those steps in
+                # WORKDIR/profile (TensorBoard's profile tab, or Perfetto); "" = off
+                "profile_steps": "",
             },
             "mesh": {"data": -1, "fsdp": 1, "tensor": 1},  # -1 fills with the remaining devices
         }

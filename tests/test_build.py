@@ -160,6 +160,16 @@ def test_frobenius_decay_is_in_the_gradient_not_in_the_logged_loss():
     assert not np.allclose(plain_a, decayed_a)
 
 
+def test_profile_steps_write_a_trace_and_the_summary_has_the_input_wait(tmp_path):
+    from lowrank_jax.train.trainer import train_and_evaluate
+
+    summary = train_and_evaluate(_tiny(profile_steps="2-3"), tmp_path / "run")
+    traces = list((tmp_path / "run" / "profile").rglob("*.xplane.pb"))
+    assert len(traces) == 1  # one trace, of steps 2 and 3, viewable in TensorBoard / Perfetto
+    assert list((tmp_path / "run" / "profile").rglob("perfetto_trace.json.gz"))
+    assert 0.0 <= summary["input_wait_fraction"] < 1.0
+
+
 def test_distillation_from_self_starts_at_zero_and_trains(tmp_path):
     """LoRA's B starts at 0, so the student equals its teacher (itself before surgery)."""
     from lowrank_jax.train.trainer import train_and_evaluate

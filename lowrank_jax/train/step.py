@@ -15,7 +15,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from lowrank_jax.config import check_choice, check_int, check_number
+from lowrank_jax.config import check_choice, check_int, check_number, fail
 from lowrank_jax.layers.factorized import frobenius_penalty
 from lowrank_jax.train import losses
 
@@ -64,6 +64,22 @@ def make_optimizer(
     return adamw
 
 
+def profile_range(train_config) -> tuple[int, int] | None:
+    """``train.profile_steps`` as (first, last) optimizer steps, or None when off."""
+    text = train_config.get("profile_steps", "")
+    if text == "":
+        return None
+    first, _, last = str(text).partition("-")
+    try:
+        first, last = int(first), int(last or first)
+    except ValueError:
+        first, last = 0, 0
+    if not 1 <= first <= last <= train_config.steps:
+        allowed = f"'' or 'FIRST-LAST' with 1 <= FIRST <= LAST <= steps = {train_config.steps}"
+        fail("train.profile_steps", allowed, text)
+    return first, last
+
+
 def _keys(path) -> tuple:
     """A parameter's path as the module keys (a Variable's ``.value`` left out)."""
     return tuple(
@@ -86,6 +102,7 @@ def validate(train_config) -> None:
     for field in ("warmup_steps", "eval_every", "eval_batches", "train_eval_batches"):
         check_int(train_config[field], f"train.{field}", low=0)
     check_choice(train_config.schedule, "train.schedule", SCHEDULES)
+    profile_range(train_config)
     for field in ("learning_rate", "weight_decay", "grad_clip", "peak_flops"):
         check_number(train_config[field], f"train.{field}")
     losses.check(train_config)

@@ -30,6 +30,7 @@ from lowrank_jax import build, data
 from lowrank_jax.build import load_model, validate
 from lowrank_jax.config import ConfigError
 from lowrank_jax.train import evaluate, losses, rundir, sharding
+from lowrank_jax.train import step as step_lib
 from lowrank_jax.train.checkpoint import Checkpointer, quiet_orbax, say
 from lowrank_jax.train.lock import RunLock
 from lowrank_jax.train.metrics import (
@@ -163,16 +164,28 @@ def _train(config, workdir: Path, config_dict: dict, callbacks, sizes: dict) -> 
     writer = MetricsWriter(workdir, total_steps=train_cfg.steps, start_step=start)
     last_saved = start if restored is not None else None
     guard = jax.transfer_guard(os.environ.get(TRANSFER_GUARD, "allow"))
+    tracing, waited, loop_began, done = False, 0.0, time.perf_counter(), start
     try:
         guard.__enter__()
         # Steps are dispatched without waiting; the host syncs (one explicit transfer of
         # the step's scalars) only where it needs them: the first step (its compilation
         # timed apart), and steps that log, evaluate, checkpoint or end the run.
         window_start, window_began = start, time.perf_counter()
+        profile = step_lib.profile_range(train_cfg)
         for index in range(start, train_cfg.steps):
-            batch = sharding.place_batch(next(source), mesh, batch_size)
-            state, metrics = train_step(state, batch)
             done = index + 1
+            if profile and done == profile[0]:
+                jax.profiler.start_trace(str(workdir / "profile"), create_perfetto_trace=True)
+                tracing = True
+            fetch = time.perf_counter()
+            batch = sharding.place_batch(next(source), mesh, batch_size)
+            if index > start:  # the host's wait for this step's batch
+                waited += time.perf_counter() - fetch
+            state, metrics = train_step(state, batch)
+            if tracing and done == profile[1]:
+                jax.block_until_ready(state)
+                jax.profiler.stop_trace()
+                tracing = False
             logs = done % train_cfg.log_every == 0 or done == train_cfg.steps
             evaluates = done == train_cfg.steps or (
                 bool(train_cfg.eval_every) and done % train_cfg.eval_every == 0
@@ -185,6 +198,8 @@ def _train(config, workdir: Path, config_dict: dict, callbacks, sizes: dict) -> 
                 seconds = (now - window_began) / (done - window_start)
                 if index > start:  # the first step's window holds its compilation
                     writer.step_time(seconds)
+                else:
+                    loop_began = now
                 window_start, window_began = done, now
                 loss = float(metrics["loss"])
                 if not math.isfinite(loss):
@@ -226,7 +241,10 @@ def _train(config, workdir: Path, config_dict: dict, callbacks, sizes: dict) -> 
         if train_cfg.train_eval_batches:  # the selected model's and the final one's
             scores |= evaluate.train_sample(eval_step, best_state, config, mesh)
             scores |= evaluate.train_sample(eval_step, state, config, mesh, "final_train")
+        loop_seconds = time.perf_counter() - loop_began if done > start + 1 else None
     finally:
+        if tracing:
+            jax.profiler.stop_trace()
         with contextlib.ExitStack() as closing:  # every one closed, even if one fails (full disk)
             closing.callback(writer.close)
             closing.callback(best.close)
@@ -237,6 +255,8 @@ def _train(config, workdir: Path, config_dict: dict, callbacks, sizes: dict) -> 
     summary = _summary(records, config, run.params, writer, train_step, peak_flops, mesh)
     summary.update(_selection(records, selected, scores))
     summary["resumed_from_step"] = start
+    # the share of the loop's time (after the first step) the host spent fetching batches
+    summary["input_wait_fraction"] = waited / loop_seconds if loop_seconds else None
     summary["params_sha256"] = build.params_sha256(run.merge(state))
     summary["best_params_sha256"] = build.params_sha256(run.merge(best_state))
     write_json(workdir / "summary.json", summary)

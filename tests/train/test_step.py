@@ -98,3 +98,12 @@ def test_frobenius_penalty_sums_the_decayed_layers():
     )
     assert float(frobenius_penalty(model)) == pytest.approx(expected, rel=1e-6)
     assert frobenius_penalty(_factorized_encoder(0.0)) is None  # no term, no changed trace
+
+
+def test_profile_steps_names_the_field_and_the_range():
+    assert step.profile_range(_train()) is None
+    assert step.profile_range(_train(profile_steps="10-15")) == (10, 15)
+    assert step.profile_range(_train(profile_steps="7")) == (7, 7)
+    for bad in ("15-10", "0-3", "90-101", "ten"):
+        with pytest.raises(ValueError, match=r"^train\.profile_steps: must be '' or 'FIRST-LAST'"):
+            step.validate(_train(profile_steps=bad))
