@@ -150,53 +150,62 @@ def regularisation_answer(folder: Path) -> str:
     return "\n".join("- " + prose(line, 74).replace("\n", "\n  ") for line in lines)
 
 
-def _trick(name: str) -> str:
-    """A run's factorized initialisation, from its name: plain, spectral, or spectral + FD."""
+PLAIN = "plain (LeCun-normal A, B)"
+
+
+def _trick(name: str) -> tuple[int, str]:
+    """A run's factorized initialisation, from its name, as (row order, label): plain,
+    spectral, or spectral + Frobenius decay."""
     decay = re.search(r"frobenius_decay=([\d.e-]+)", name)
-    spectral = "init=spectral" in name
     if decay:
-        return f"spectral + Frobenius decay {float(decay[1]):g}"
-    return "spectral" if spectral else "plain (LeCun-normal A, B)"
+        return 2, f"spectral + Frobenius decay {float(decay[1]):g}"
+    return (1, "spectral") if "init=spectral" in name else (0, PLAIN)
 
 
-def khodak(folder: Path) -> str:
-    """Spectral initialisation and Frobenius decay against the plain one, per Q/K/V rank
+def _khodak(folder: Path) -> list[dict]:
+    """Per Q/K/V rank that has a trick: each initialisation's runs and, past the plain
+    one, its test accuracy's difference from plain's with the verdict
     (results/khodak/runs.csv: the trec sweep's runs, ``khodak`` points included)."""
     runs = [
         r for r in read_csv(folder / "results" / "khodak" / "runs.csv") if r["status"] == "done"
     ]
-    groups: dict[tuple[int, str], list[dict[str, str]]] = {}
+    groups: dict[tuple[int, tuple[int, str]], list[dict[str, str]]] = {}
     for run in runs:
         if run["qkv_rank"]:
             groups.setdefault((int(run["qkv_rank"]), _trick(run["name"])), []).append(run)
-    ranks = sorted({rank for rank, trick in groups if trick != _trick("")})
-    rows = []
+    ranks = sorted({rank for rank, trick in groups if trick[1] != PLAIN})
+    records = []
     for rank in ranks:
-        plain = groups[rank, _trick("")]
-        order = ["plain", "spectral", "spectral + Frobenius"]  # the row order, by prefix
-        tricks = sorted(
-            (trick for r, trick in groups if r == rank),
-            key=lambda t: max(i for i, p in enumerate(order) if t.startswith(p)),
-        )
-        for trick in tricks:
+        plain = _values(groups[rank, (0, PLAIN)], "test_accuracy")
+        for trick in sorted(t for r, t in groups if r == rank):
             group = groups[rank, trick]
-            compared = "—"
-            if trick != _trick(""):
-                result, diff = verdict(
-                    _values(group, "test_accuracy"), _values(plain, "test_accuracy"), +1
-                )
-                compared = f"{diff['mean']:+.3f} ± {diff['ci95']:.3f} ({result})"
-            rows.append(
-                [
-                    f"Q/K/V/out R = {rank}",
-                    trick,
-                    str(len(group)),
-                    _cell(group, "test_accuracy"),
-                    _cell(group, "final_train_accuracy"),
-                    _cell(group, "final_train_test_gap"),
-                    compared,
-                ]
+            result, diff = (
+                (None, None)
+                if trick[1] == PLAIN
+                else verdict(_values(group, "test_accuracy"), plain, +1)
             )
+            records.append(
+                {"rank": rank, "trick": trick[1], "runs": group, "result": result, "diff": diff}
+            )
+    return records
+
+
+def khodak(folder: Path) -> str:
+    """Spectral initialisation and Frobenius decay against the plain one, per Q/K/V rank."""
+    rows = [
+        [
+            f"Q/K/V/out R = {r['rank']}",
+            r["trick"],
+            str(len(r["runs"])),
+            _cell(r["runs"], "test_accuracy"),
+            _cell(r["runs"], "final_train_accuracy"),
+            _cell(r["runs"], "final_train_test_gap"),
+            "—"
+            if r["result"] is None
+            else f"{r['diff']['mean']:+.3f} ± {r['diff']['ci95']:.3f} ({r['result']})",
+        ]
+        for r in _khodak(folder)
+    ]
     header = [
         "model",
         "initialisation",
@@ -211,18 +220,15 @@ def khodak(folder: Path) -> str:
 
 def khodak_answer(folder: Path) -> str:
     """Each trick's verdict against the plain initialisation, rank by rank."""
-    table = khodak(folder)
-    verdicts = {}
-    for line in table.splitlines()[2:]:
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        if cells[-1] != "—":
-            verdicts.setdefault(cells[1], []).append(
-                f"{cells[0].split('= ')[1]}: {cells[-1].split('(')[-1].rstrip(')')}"
-            )
+    records = _khodak(folder)
+    compared = [r for r in records if r["result"] is not None]
+    seeds = min(len(r["runs"]) for r in records)
+    verdicts: dict[str, list[str]] = {}
+    for r in compared:
+        verdicts.setdefault(r["trick"], []).append(f"{r['rank']}: {r['result']}")
     parts = [f"{trick} — {', '.join(found)}" for trick, found in verdicts.items()]
-    decided = any("supported" in v or "refuted" in v for f in verdicts.values() for v in f)
-    diffs = [line.split("|")[-2].strip() for line in table.splitlines()[2:]]
-    above = all(d.startswith("+") for d in diffs if d != "—")
+    decided = any(r["result"] != "undecided" for r in compared)
+    above = all(r["diff"]["mean"] > 0 for r in compared)
     sides = "every mean is above" if above else "the means fall on both sides of"
     text = (
         "Test accuracy against the plain initialisation, by rank (R: verdict of the Welch "
@@ -230,9 +236,9 @@ def khodak_answer(folder: Path) -> str:
         + "; ".join(parts)
         + ". "
         + (
-            "Some differences are decided at 3 seeds (the table)."
+            f"Some differences are decided at {seeds} seeds (the table)."
             if decided
-            else "No difference is decided at 3 seeds: the intervals contain 0, and "
+            else f"No difference is decided at {seeds} seeds: the intervals contain 0, and "
             f"{sides} the plain initialisation's; more seeds would be needed to call it."
         )
     )

@@ -228,6 +228,7 @@ def _train(config, workdir: Path, config_dict: dict, callbacks, sizes: dict) -> 
                     last_saved = done
             for callback in callbacks:
                 callback(done, state)
+        loop_seconds = time.perf_counter() - loop_began if done > start + 1 else None
         best_state = state
         if selected is not None and selected[0] != train_cfg.steps:
             restored_best = best.restore_latest(state)
@@ -241,7 +242,6 @@ def _train(config, workdir: Path, config_dict: dict, callbacks, sizes: dict) -> 
         if train_cfg.train_eval_batches:  # the selected model's and the final one's
             scores |= evaluate.train_sample(eval_step, best_state, config, mesh)
             scores |= evaluate.train_sample(eval_step, state, config, mesh, "final_train")
-        loop_seconds = time.perf_counter() - loop_began if done > start + 1 else None
     finally:
         if tracing:
             jax.profiler.stop_trace()
