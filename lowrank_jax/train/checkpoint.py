@@ -209,7 +209,13 @@ class Checkpointer:
                 "best_mode": best,
                 "keep_checkpoints_without_metrics": False,
             }
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, **ranking)
+        # Orbax's saves meet at barriers (JAX's coordination service) named by this prefix;
+        # two managers saving the same step (the trainer's final and best) share names
+        # without it, and their barriers cross over between processes and deadlock.
+        barriers = ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=Path(directory).name)
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=keep, create=True, multiprocessing_options=barriers, **ranking
+        )
         with quiet_orbax():  # it logs the damaged step metadata that restore_latest reports
             self.manager = ocp.CheckpointManager(
                 Path(directory).absolute(), options=options, item_names=("state", "data")

@@ -1,5 +1,10 @@
 """Checkpoints that heal: a damaged one is moved aside in one line, and its step saved again."""
 
+import os
+import socket
+import subprocess
+import sys
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -71,3 +76,57 @@ def test_a_reader_does_not_heal(saved, capfd):
     step, _, _ = Checkpointer(saved, keep=5).restore_latest(_state(0.0), heal=False)
     assert step == 1 and not (saved / CORRUPT).exists() and (saved / "2").is_dir()
     assert "trying an older one" in capfd.readouterr().err
+
+
+# Two processes over gloo save two Checkpointers at the same steps, as the trainer's last
+# step saves its final and best checkpoints. Orbax names its barriers by the manager's
+# prefix; with one shared name the two managers' barriers crossed between processes and
+# every run of this hung (the flaky two-process trainer test before the fix).
+_TWO_MANAGERS = """
+import sys
+import jax, jax.numpy as jnp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+jax.distributed.initialize(sys.argv[1], 2, int(sys.argv[2]))
+from lowrank_jax.train.checkpoint import Checkpointer
+mesh = Mesh(jax.devices(), ("data",))
+x = jax.device_put(jnp.arange(8.0 * len(jax.devices())), NamedSharding(mesh, PartitionSpec("data")))
+newest = Checkpointer(sys.argv[3] + "/checkpoints", keep=2)
+best = Checkpointer(sys.argv[3] + "/best", keep=1, best="max")
+for step in range(1, 11):
+    best.save(step, {"x": x * step}, {"step": step}, value=float(step))
+    newest.save(step, {"x": x * step}, {"step": step})
+newest.close()
+best.close()
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_save_two_checkpointers_at_the_same_steps(tmp_path):
+    script = tmp_path / "two_managers.py"
+    script.write_text(_TWO_MANAGERS)
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        address = f"localhost:{s.getsockname()[1]}"
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    processes = [
+        subprocess.Popen(
+            [sys.executable, str(script), address, str(i), str(tmp_path)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    try:
+        outputs = [p.communicate(timeout=150)[0] for p in processes]
+    finally:
+        for p in processes:
+            p.kill()
+    assert [p.returncode for p in processes] == [0, 0], [out[-1500:] for out in outputs]
+    assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir()) == [9, 10]
+    assert [p.name for p in (tmp_path / "best").iterdir()] == ["10"]
+    restored = Checkpointer(tmp_path / "checkpoints", keep=2).restore_latest({"x": jnp.zeros(32)})
+    assert restored[0] == 10 and restored[2] == {"step": 10}
+    np.testing.assert_array_equal(restored[1]["x"], np.arange(32.0) * 10)
