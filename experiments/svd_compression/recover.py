@@ -11,10 +11,13 @@ the trainer does). The seed sets the order of the distillation sentences. Each
 seed's kept model is measured as ``run.py`` measures: mean and min cosine on the
 held-out reviews, and the trec / reviews linear probes.
 
-    python experiments/svd_compression/recover.py          # ~1 h alone on 2 cores
-    python experiments/svd_compression/recover.py --quick  # tiny sizes, seconds (tests)
+    python experiments/svd_compression/recover.py --workdir runs/svd_recovery
+    python experiments/svd_compression/recover.py --quick  # tiny sizes, a minute (tests)
 
-Writes ``results/recovery.json`` after every seed (a stopped run resumes at the next).
+An epoch (6,000 sentences) took about 15 minutes here with another run sharing the
+2 cores, and a seed runs up to 12 of them: hours, across sessions. Writes
+``results/recovery.json`` after every seed; with ``--workdir`` every epoch is
+checkpointed, and a stopped run goes on from its last finished epoch.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from lowrank_jax.config import load_module
 from lowrank_jax.data import text
 from lowrank_jax.models import pretrained
 from lowrank_jax.train import sharding
+from lowrank_jax.train.checkpoint import Checkpointer
 
 HERE = Path(__file__).parent
 RUN = load_module(HERE / "run.py")
@@ -44,13 +48,29 @@ def _val_loss(model, tokenizer, sentences, reference) -> float:
 
 
 def recover(student, config, tokenizer, train, val, val_reference, args, seed: int) -> dict:
-    """Epochs of distillation until ``patience`` epochs without a better validation loss."""
+    """Epochs of distillation until ``patience`` epochs without a better validation loss.
+
+    With ``args.workdir`` every epoch is checkpointed in ``<workdir>/seed<N>`` (the
+    state, the best epoch's state, the history and the order's random state, in one
+    checkpoint), so a stopped run goes on from its last finished epoch, bit for bit.
+    """
     run = build.train_state(config, build.single_device_mesh(), student=student)
     state, rng = run.state, np.random.default_rng(seed)
     best = {"epoch": 0, "val_loss": _val_loss(student, tokenizer, val, val_reference)}
     best_state = jax.tree.map(jnp.copy, state)  # the step donates state
-    history = [{"epoch": 0, "train_loss": None, "val_loss": best["val_loss"]}]
-    for epoch in range(1, args.max_epochs + 1):
+    progress = {"history": [{"epoch": 0, "train_loss": None, "val_loss": best["val_loss"]}]}
+    progress |= {"best": best, "stopped": False, "rng": rng.bit_generator.state}
+    kept = Checkpointer(Path(args.workdir) / f"seed{seed}", keep=1) if args.workdir else None
+    restored = kept.restore_latest({"state": state, "best": best_state}) if kept else None
+    if restored is not None:
+        _, both, progress = restored
+        state, best_state, best = both["state"], both["best"], progress["best"]
+        rng.bit_generator.state = progress["rng"]
+        print(f"seed {seed}: resuming after epoch {progress['history'][-1]['epoch']}")
+    history = progress["history"]
+    for epoch in range(len(history), args.max_epochs + 1):
+        if progress["stopped"]:
+            break
         losses = []
         order = [train[i] for i in rng.permutation(len(train))]
         for batch in pretrained.batches(tokenizer, order, config.train.batch_size):
@@ -65,8 +85,12 @@ def recover(student, config, tokenizer, train, val, val_reference, args, seed: i
         if val_loss < best["val_loss"]:
             best = {"epoch": epoch, "val_loss": val_loss}
             best_state = jax.tree.map(jnp.copy, state)  # the step donates state
-        elif epoch - best["epoch"] >= args.patience:
-            break
+        progress.update(best=best, rng=rng.bit_generator.state)
+        progress["stopped"] = epoch - best["epoch"] >= args.patience
+        if kept:
+            kept.save(epoch, {"state": state, "best": best_state}, progress)
+    if kept:
+        kept.close()
     return {"model": run.merge(best_state), "best_epoch": best["epoch"], "history": history}
 
 
@@ -83,6 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--sentences", type=int, default=200, help="held out; as many calibrate")
     parser.add_argument("--probe", type=int, default=1000, help="probe train (and test) size")
     parser.add_argument("--out", default=str(HERE / "results" / "recovery.json"))
+    parser.add_argument("--workdir", help="checkpoint every epoch here (a stopped run goes on)")
     args = parser.parse_args(argv)
     count, batch_size = args.sentences, 32
     if args.quick:
@@ -103,7 +128,8 @@ def main(argv: list[str] | None = None) -> dict:
     val_reference = pretrained.embed(original, tokenizer, val)
     probes = RUN.Probes(args.probe)
     out = Path(args.out)
-    result = {"settings": {k: v for k, v in vars(args).items() if k != "out"}, "seeds": []}
+    settings = {k: v for k, v in vars(args).items() if k not in ("out", "workdir")}
+    result = {"settings": settings, "seeds": []}
     if not args.quick and out.exists():
         kept = json.loads(out.read_text())
         if kept["settings"] == result["settings"]:

@@ -51,9 +51,9 @@ def test_budget_quick_form_spends_the_same_budget_three_ways():
 
 
 @pytest.mark.slow  # a long quick form (DEVELOPERS.md)
-def test_recovery_quick_form_keeps_the_best_validation_epoch():
+def test_recovery_quick_form_keeps_the_best_validation_epoch(tmp_path, capsys):
     recover = load_module(RUN.with_name("recover.py"))
-    result = recover.main(["--quick"])
+    result = recover.main(["--quick", "--workdir", str(tmp_path)])
     assert len(result["seeds"]) == 2
     for seed in result["seeds"]:
         losses = [h["val_loss"] for h in seed["history"]]
@@ -61,3 +61,8 @@ def test_recovery_quick_form_keeps_the_best_validation_epoch():
         assert seed["params_kept"] == pytest.approx(0.5, abs=0.005)
         assert 0 < seed["mean_cosine"] <= 1 and seed["min_cosine"] <= seed["mean_cosine"]
     assert set(result["original"]) == {"trec_probe", "reviews_probe"}
+    capsys.readouterr()
+    again = recover.main(["--quick", "--workdir", str(tmp_path)])  # from the epochs' checkpoints
+    printed = capsys.readouterr().out
+    assert "seed 1: resuming after epoch" in printed and " epoch 1: train" not in printed
+    assert again["seeds"] == result["seeds"]  # the same history, and the same best model kept
