@@ -47,6 +47,7 @@ def get_config(arg=None):
         "name": "listops_small" if args.runlocal else "listops",  # TFDS builders
         "data_dir": "",  # "" = $LOWRANK_JAX_DATA or ~/.cache/lowrank_jax/tensorflow_datasets
         "max_len": 512 if args.runlocal else 2000,  # N: longer inputs are truncated
+        "buckets": (),  # batch lengths, e.g. (16, 32, 64); () = every batch at max_len
     }
 
     model = model_defaults()

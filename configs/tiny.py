@@ -23,6 +23,7 @@ def get_config(arg=None):
         "num_classes": 4,  # C
         "max_len": 64,  # N, padded length
         "min_len": 16,  # shortest sequence before padding
+        "buckets": (),  # batch lengths, e.g. (16, 32, 64); () = every batch at max_len
     }
 
     model = model_defaults()

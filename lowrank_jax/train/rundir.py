@@ -45,7 +45,8 @@ def _defaults() -> dict:
     from lowrank_jax.config import train_defaults
     from lowrank_jax.models import default_config
 
-    return {**train_defaults().to_dict(), "model": default_config().to_dict()}
+    data = {"buckets": []}  # the data fields every config now has (as JSON reads them)
+    return {**train_defaults().to_dict(), "model": default_config().to_dict(), "data": data}
 
 
 def _with_new_defaults(old, new, defaults):

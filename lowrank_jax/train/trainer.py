@@ -128,7 +128,7 @@ def _train(config, workdir: Path, config_dict: dict, callbacks, sizes: dict) -> 
     run = build.train_state(config, mesh)
     state, train_step, eval_step = run.state, run.train_step, run.eval_step
     sizes["state_bytes"] = sum(x.nbytes for x in jax.tree.leaves(state))
-    flops_per_step = 6 * run.macs_per_token * batch_size * config.data.max_len
+    flops_per_token = 6 * run.macs_per_token  # forward + backward
     metric, mode = losses.SELECTION[train_cfg.loss]
 
     rows = sharding.local_rows(mesh, batch_size)
@@ -165,6 +165,7 @@ def _train(config, workdir: Path, config_dict: dict, callbacks, sizes: dict) -> 
     last_saved = start if restored is not None else None
     guard = jax.transfer_guard(os.environ.get(TRANSFER_GUARD, "allow"))
     tracing, waited, loop_began, done = False, 0.0, time.perf_counter(), start
+    window_tokens, token_slots, real_tokens = 0, 0, 0  # padded lengths vary with data.buckets
     try:
         guard.__enter__()
         # Steps are dispatched without waiting; the host syncs (one explicit transfer of
@@ -178,9 +179,13 @@ def _train(config, workdir: Path, config_dict: dict, callbacks, sizes: dict) -> 
                 jax.profiler.start_trace(str(workdir / "profile"), create_perfetto_trace=True)
                 tracing = True
             fetch = time.perf_counter()
-            batch = sharding.place_batch(next(source), mesh, batch_size)
+            host = next(source)
+            batch = sharding.place_batch(host, mesh, batch_size)
             if index > start:  # the host's wait for this step's batch
                 waited += time.perf_counter() - fetch
+            window_tokens += batch_size * host["tokens"].shape[1]
+            token_slots += host["mask"].size
+            real_tokens += int(host["mask"].sum())
             state, metrics = train_step(state, batch)
             if tracing and done == profile[1]:
                 jax.block_until_ready(state)
@@ -196,11 +201,12 @@ def _train(config, workdir: Path, config_dict: dict, callbacks, sizes: dict) -> 
                 metrics = jax.device_get(metrics)  # waits for the step
                 now = time.perf_counter()
                 seconds = (now - window_began) / (done - window_start)
+                tokens_per_s = window_tokens / (now - window_began)
                 if index > start:  # the first step's window holds its compilation
                     writer.step_time(seconds)
                 else:
                     loop_began = now
-                window_start, window_began = done, now
+                window_start, window_began, window_tokens = done, now, 0
                 loss = float(metrics["loss"])
                 if not math.isfinite(loss):
                     raise NonFiniteLossError(
@@ -212,8 +218,8 @@ def _train(config, workdir: Path, config_dict: dict, callbacks, sizes: dict) -> 
                     record = {key: float(value) for key, value in metrics.items()}
                     record.update(
                         step_time_s=seconds,
-                        tokens_per_s=batch_size * config.data.max_len / seconds,
-                        mfu=flops_per_step / seconds / peak_flops,
+                        tokens_per_s=tokens_per_s,
+                        mfu=flops_per_token * tokens_per_s / peak_flops,
                     )
                 if evaluates:
                     scores = evaluate.validation(eval_step, state, config, mesh, val_source)
@@ -257,6 +263,8 @@ def _train(config, workdir: Path, config_dict: dict, callbacks, sizes: dict) -> 
     summary["resumed_from_step"] = start
     # the share of the loop's time (after the first step) the host spent fetching batches
     summary["input_wait_fraction"] = waited / loop_seconds if loop_seconds else None
+    # the share of the training batches' token slots that were padding (this process's rows)
+    summary["padding_fraction"] = 1 - real_tokens / token_slots if token_slots else None
     summary["params_sha256"] = build.params_sha256(run.merge(state))
     summary["best_params_sha256"] = build.params_sha256(run.merge(best_state))
     write_json(workdir / "summary.json", summary)
