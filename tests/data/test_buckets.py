@@ -1,5 +1,10 @@
 """Length buckets: a batch cut to the smallest bucket that holds it, the same training."""
 
+import os
+import socket
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from ml_collections import ConfigDict
@@ -52,3 +57,43 @@ def test_buckets_train_the_same_model_with_less_padding_and_a_trace_per_bucket(t
     assert bucketed["padding_fraction"] < fixed["padding_fraction"]
     for key in ("final_train_loss", "final_val_loss", "test_loss"):
         assert bucketed[key] == pytest.approx(fixed[key], rel=1e-4), key
+
+
+_TWO_PROCESSES = """
+import sys
+import jax
+import numpy as np
+jax.distributed.initialize(sys.argv[1], 2, int(sys.argv[2]))
+from lowrank_jax.data import buckets
+longest = 10 if jax.process_index() == 0 else 40  # this process's rows of one global batch
+batch = {"tokens": np.ones((2, 64), np.int32), "mask": np.arange(64) < np.array([[3], [longest]])}
+print("length", buckets.trim(batch, (16, 48), 64)["tokens"].shape[1])
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_agree_on_a_batch_length(tmp_path):
+    script = tmp_path / "two_processes.py"
+    script.write_text(_TWO_PROCESSES)
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        address = f"localhost:{s.getsockname()[1]}"
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+    processes = [
+        subprocess.Popen(
+            [sys.executable, str(script), address, str(i)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    try:
+        outputs = [p.communicate(timeout=120)[0] for p in processes]
+    finally:
+        for p in processes:
+            p.kill()
+    assert [p.returncode for p in processes] == [0, 0], outputs
+    # process 0 alone would cut to 16; both take the bucket of the global longest, 48
+    assert [out.splitlines()[-1] for out in outputs] == ["length 48", "length 48"]
