@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 import sys
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import grain.python as grain
@@ -235,7 +236,16 @@ def split_examples(data_config, split: str):
 
 
 class GrainSource:
-    """This process's batches of a split (see the module docstring)."""
+    """This process's batches of a split (see the module docstring).
+
+    The training split's next ``PREFETCH`` batches are read and tokenised in a
+    background thread while the device runs the step, so the step seldom waits
+    for its batch (``summary.json``'s ``input_wait_fraction``). Batches are
+    looked up by index, so reading ahead changes nothing: the state is still the
+    next batch to hand out.
+    """
+
+    PREFETCH = 2
 
     def __init__(self, data_config, *, split: str, batch_size: int, rows: np.ndarray, seed: int):
         dataset = grain.MapDataset.source(split_source(data_config, split))
@@ -244,12 +254,21 @@ class GrainSource:
         dataset = dataset[jax.process_index() :: jax.process_count()].repeat()
         self.batches = dataset.map(_example_fn(data_config)).batch(len(rows), drop_remainder=True)
         self.step = 0
+        self.ahead = self.PREFETCH if split == "train" else 0
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="batches") if self.ahead else None
+        self._pending: dict[int, Future] = {}
 
     def __iter__(self):
         return self
 
     def __next__(self) -> dict[str, np.ndarray]:
-        batch = self.batches[self.step]
+        if self._reader is None:
+            batch = self.batches[self.step]
+        else:
+            for index in range(self.step, self.step + self.ahead + 1):
+                if index not in self._pending:
+                    self._pending[index] = self._reader.submit(self.batches.__getitem__, index)
+            batch = self._pending.pop(self.step).result()
         self.step += 1
         return batch
 
@@ -258,3 +277,6 @@ class GrainSource:
 
     def set_state(self, state: dict) -> None:
         self.step = int(state["step"])
+        for pending in self._pending.values():
+            pending.cancel()
+        self._pending.clear()

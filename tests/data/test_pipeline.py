@@ -67,6 +67,9 @@ def test_identical_batches_for_seeds_and_after_restore(tiny):
     source, second = batches(0)
     for a, b in zip(first, second, strict=True):
         np.testing.assert_array_equal(a, b)
+    assert source.ahead > 0  # training batches are read ahead, the same as looked up
+    for i, tokens in enumerate(second):
+        np.testing.assert_array_equal(tokens, source.batches[i]["tokens"])
     _, other = batches(1)
     assert not all(np.array_equal(a, b) for a, b in zip(first, other, strict=True))
     # 40 examples / 4 = 10 batches an epoch: step 12 is in the second, reshuffled, epoch
