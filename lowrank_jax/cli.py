@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import dataclasses
 import re
 import sys
 
@@ -263,7 +262,7 @@ def sweep(args, extra: list[str]) -> int:
     from lowrank_jax.config import ConfigError
     from lowrank_jax.sweep import run_sweep
 
-    given = {k: v for k, v in vars(args).items() if k in slurm.FLAGS and v not in (None, [])}
+    given = slurm.Options.given(vars(args))
     try:
         if args.launcher != "slurm" and (given or args.no_wait or args.status):
             flag = next(iter(given), "no_wait" if args.no_wait else "status")
@@ -273,11 +272,10 @@ def sweep(args, extra: list[str]) -> int:
         elif not args.config:
             raise ConfigError("--config: required, e.g. --config configs/rank_sweep.py")
         else:
-            options = slurm.Options(**{slurm.FLAGS[k]: v for k, v in given.items()})
-            options = dataclasses.replace(options, sbatch=tuple(options.sbatch))
             results = run_sweep(
                 args.config, args.workdir, jobs=args.jobs, extra=extra, seeds=args.seeds,
-                launcher=args.launcher, slurm=options, wait=not args.no_wait,
+                launcher=args.launcher, slurm=slurm.Options.from_flags(vars(args)),
+                wait=not args.no_wait,
             )  # fmt: skip
     except (ConfigError, OSError) as error:
         return _fail(_one_line(error))

@@ -48,12 +48,17 @@ def apply_point(config, point: Point):
       8
     """
     for key, value in point.items():
-        *parents, leaf = key.split(".")
-        node = config
-        for parent in parents:
-            node = node[parent]
+        node, leaf = _parent(config, key)
         node[leaf] = value
     return config
+
+
+def _parent(config, key: str):
+    """(the node holding dotted ``key``'s last part, that part): ``config.a.b``, ``"c"``."""
+    *parents, leaf = key.split(".")
+    for parent in parents:
+        config = config[parent]
+    return config, leaf
 
 
 def _typed(text: str, like: Any) -> Any:
@@ -85,10 +90,7 @@ def overridden(config_spec: str, extra: list[str]):
         unknown = unknown_override([flag], config)
         if unknown:
             raise ConfigError(unknown)
-        *parents, leaf = match.group(1).split(".")
-        node = config
-        for parent in parents:
-            node = node[parent]
+        node, leaf = _parent(config, match.group(1))
         try:
             node[leaf] = _typed(match.group(2), node[leaf])
         except (ValueError, TypeError) as error:

@@ -32,17 +32,6 @@ from lowrank_jax import points as sweep_points
 from lowrank_jax.config import ConfigError
 
 RECORDS = "slurm"  # under the sweep's workdir
-# lowrank-jax sweep's flags (argparse names) -> Options fields
-FLAGS = {
-    "partition": "partition",
-    "time": "time",
-    "cpus_per_task": "cpus_per_task",
-    "gpus_per_task": "gpus_per_task",
-    "nodes": "nodes",
-    "tasks_per_node": "tasks_per_node",
-    "poll_seconds": "poll_seconds",
-    "sbatch": "sbatch",
-}
 LIVE_STATES = ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "SUSPENDED")
 
 
@@ -58,6 +47,18 @@ class Options:
     tasks_per_node: int = 1  # processes per node per point (jax.distributed across them)
     sbatch: tuple[str, ...] = ()  # further sbatch options, as written
     poll_seconds: float = 5.0  # how often the waiting sweep asks squeue
+
+    @classmethod
+    def given(cls, flags: dict) -> dict:
+        """The flags among ``flags`` (lowrank-jax sweep's, by argparse name) that set a field."""
+        fields = {field.name for field in dataclasses.fields(cls)}
+        return {k: v for k, v in flags.items() if k in fields and v not in (None, [])}
+
+    @classmethod
+    def from_flags(cls, flags: dict) -> Options:
+        """Options from lowrank-jax sweep's flags (each named as its field)."""
+        given = cls.given(flags)
+        return cls(**{**given, "sbatch": tuple(given.get("sbatch", ()))})
 
     @property
     def tasks(self) -> int:

@@ -202,23 +202,23 @@ def check_init(init: str, frobenius_decay: float) -> None:
     check_number(frobenius_decay, "frobenius_decay", low=0.0)
 
 
-def frobenius_paths(model: nnx.Module) -> frozenset[tuple]:
-    """Paths of the A and B parameters under Frobenius decay (AdamW skips them)."""
-    return frozenset(
-        (*path, name)
+def _decayed(model: nnx.Module):
+    """(path, layer) of every FactorizedDense under Frobenius decay."""
+    return (
+        (path, m)
         for path, m in nnx.iter_graph(model)
         if isinstance(m, FactorizedDense) and m.frobenius_decay
-        for name in ("a", "b")
     )
+
+
+def frobenius_paths(model: nnx.Module) -> frozenset[tuple]:
+    """Paths of the A and B parameters under Frobenius decay (AdamW skips them)."""
+    return frozenset((*path, name) for path, _ in _decayed(model) for name in ("a", "b"))
 
 
 def frobenius_penalty(model: nnx.Module) -> Float[Array, ""] | None:
     """Σ of every Frobenius-decayed layer's ``penalty()``; None when no layer has one."""
-    terms = [
-        m.penalty()
-        for _, m in nnx.iter_graph(model)
-        if isinstance(m, FactorizedDense) and m.frobenius_decay
-    ]
+    terms = [m.penalty() for _, m in _decayed(model)]
     return sum(terms) if terms else None
 
 

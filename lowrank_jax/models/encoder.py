@@ -55,30 +55,24 @@ class FeedForward(nnx.Module):
         activation: str,
         kind: str,
         rank,
+        dense_options: dict | None = None,
         dtype,
         rngs,
-        **dense_options,
     ):
-        self.up = make_dense(
-            kind,
-            dim,
-            hidden,
-            rank=rank,
-            kernel_axes=(EMBED, MLP),
-            dtype=dtype,
-            rngs=rngs,
-            **dense_options,
-        )
-        self.down = make_dense(
-            kind,
-            hidden,
-            dim,
-            rank=rank,
-            kernel_axes=(MLP, EMBED),
-            dtype=dtype,
-            rngs=rngs,
-            **dense_options,
-        )
+        def dense(size_in, size_out, axes):
+            return make_dense(
+                kind,
+                size_in,
+                size_out,
+                rank=rank,
+                kernel_axes=axes,
+                dtype=dtype,
+                rngs=rngs,
+                **(dense_options or {}),
+            )
+
+        self.up = dense(dim, hidden, (EMBED, MLP))
+        self.down = dense(hidden, dim, (MLP, EMBED))
         self.activation = ACTIVATIONS[activation]
 
     def __call__(self, x: Float[Array, "B N D"]) -> Float[Array, "B N D"]:
@@ -212,9 +206,9 @@ class Encoder(nnx.Module):
             activation=ffn["activation"],
             kind=ffn["dense"]["kind"],
             rank=ffn["dense"]["rank"],
+            dense_options=_options(ffn["dense"]),
             dtype=dtype,
             rngs=rngs,
-            **_options(ffn["dense"]),
         )
         return Block(
             cfg.dim,
