@@ -38,13 +38,14 @@ from pathlib import Path
 import numpy as np
 
 from lowrank_jax.config import load_module
-from lowrank_jax.data import pipeline
+from lowrank_jax.data import buckets, pipeline
 from lowrank_jax.models import pretrained
 from lowrank_jax.report import point_of, read_runs
 from lowrank_jax.stats import interval
 from lowrank_jax.sweep import apply_point, point_name
 
 HERE = Path(__file__).parent
+BUCKETS = (16, 32, 64)  # ours with length buckets, in the step timing
 CONFIG = HERE.parents[1] / "configs" / "lora_minilm.py"
 # peft's names for our targets: BertModel's linear layers (W_q, W_v / every linear layer)
 PEFT_TARGETS = {
@@ -224,11 +225,13 @@ def run(task: str, method: str, seed: int, threads: int, steps: int = 0) -> dict
 def time_steps(task: str, methods: list[str], threads: int, count: int, rounds: int) -> dict:
     """Each side's training step on the same ``count`` training batches, quiet machine.
 
-    Ours: the trainer's jitted step (``build.train_state``) at our fixed N; the
-    peer's: its step with dynamic padding (what it trains with) and padded to our
-    N (what padding costs it). ``rounds`` alternate the sides, so a slow minute
-    hits every side; each figure is the median over its timed steps (a first
-    step on a spare batch, which compiles or warms up, is not timed).
+    Ours: the trainer's jitted step (``build.train_state``) at our fixed N, and
+    with length buckets (``BUCKETS``: each batch cut to the smallest that holds
+    it, as ``data.buckets`` does); the peer's: its step with dynamic padding (what
+    it trains with) and padded to our N (what padding costs it). ``rounds``
+    alternate the sides, so a slow minute hits every side; each figure is the
+    median over its timed steps (a first step on a spare batch, which compiles
+    or warms up, and one per bucket length, are not timed).
     """
     import torch
 
@@ -254,10 +257,12 @@ def _time_method(config, count: int, rounds: int) -> dict:
     run = build.train_state(config, build.single_device_mesh())
     state = {"now": run.state}
     placed = [sharding.place_batch(b, run.mesh, size) for b in batches]
+    cut = [buckets.trim(b, BUCKETS, config.data.max_len) for b in batches]
+    placed_cut = [sharding.place_batch(b, run.mesh, size) for b in cut]
     peer = Peer(config)
 
-    def ours(i: int) -> None:
-        state["now"], metrics = run.train_step(state["now"], placed[i])
+    def ours(i: int, batches=placed) -> None:
+        state["now"], metrics = run.train_step(state["now"], batches[i])
         jax.block_until_ready(metrics)
 
     def theirs(i: int, dynamic: bool) -> None:
@@ -265,12 +270,16 @@ def _time_method(config, count: int, rounds: int) -> dict:
 
     sides = {
         "ours": ours,
+        "ours_buckets": lambda i: ours(i, placed_cut),
         "peft_dynamic": lambda i: theirs(i, True),
         "peft_fixed": lambda i: theirs(i, False),
     }
     times: dict[str, list[float]] = {name: [] for name in sides}
     for side in sides.values():
         side(count)  # the warm-up (and our compilation) on the spare batch
+    lengths = {b["tokens"].shape[1]: i for i, b in enumerate(cut)}
+    for i in lengths.values():  # every bucket length compiled before timing
+        ours(i, placed_cut)
     for _ in range(rounds):
         for name, side in sides.items():
             for i in range(count):
@@ -281,6 +290,8 @@ def _time_method(config, count: int, rounds: int) -> dict:
         **{f"{name}_s": statistics.median(t) for name, t in times.items()},
         "fixed_length": int(config.data.max_len),
         "mean_longest": float(np.mean([b["mask"].sum(1).max() for b in batches[:count]])),
+        "buckets": list(BUCKETS),
+        "mean_bucket": float(np.mean([b["tokens"].shape[1] for b in cut[:count]])),
     }
     print(json.dumps(record), file=sys.stderr, flush=True)
     return record

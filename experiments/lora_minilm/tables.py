@@ -199,15 +199,21 @@ def peer_answer(folder: Path, task: str) -> str:
 def peer_steps(folder: Path, task: str) -> str:
     """Each side's training step on the same batches (``peer.py --time``), and padding's cost."""
     record = json.loads((folder / "results" / f"peer_{task}_steps.json").read_text())
+    bucketed = all("ours_buckets_s" in t for t in record["methods"].values())
     rows, longest = [], set()
     for method, t in record["methods"].items():
         longest.add(t["mean_longest"])
+        mine = [f"{t['ours_s'] * 1e3:.0f}"]
+        if bucketed:
+            mine.append(f"{t['ours_buckets_s'] * 1e3:.0f}")
+        ratios = [f"{t['ours_buckets_s'] / t['peft_dynamic_s']:.2f}×"] if bucketed else []
         rows.append(
             [
                 PEER_LABELS[method],
-                f"{t['ours_s'] * 1e3:.0f}",
+                *mine,
                 f"{t['peft_dynamic_s'] * 1e3:.0f}",
                 f"{t['peft_fixed_s'] * 1e3:.0f}",
+                *ratios,
                 f"{t['ours_s'] / t['peft_dynamic_s']:.2f}×",
                 f"{t['ours_s'] / t['peft_fixed_s']:.2f}×",
             ]
@@ -215,8 +221,10 @@ def peer_steps(folder: Path, task: str) -> str:
     header = [
         "method",
         "ours ms/step (N = 64)",
+        *["ours ms/step (buckets)"] * bucketed,
         "peft ms/step (dynamic)",
         "peft ms/step (N = 64)",
+        *["ours (buckets) / peft (dynamic)"] * bucketed,
         "ours / peft (dynamic)",
         "ours / peft (N = 64)",
     ]
@@ -229,6 +237,13 @@ def peer_steps(folder: Path, task: str) -> str:
         '"N = 64" column is the peer padded as we pad, so the two ratio columns separate '
         "what padding costs from what the frameworks cost."
     )
+    if bucketed:
+        buckets = {tuple(t["buckets"]): t["mean_bucket"] for t in record["methods"].values()}
+        ((lengths, bucket),) = buckets.items()
+        note += (
+            f" Ours with length buckets {lengths} (`data.buckets`) cuts the same batches to "
+            f"{bucket:.1f} on average, one compiled step per bucket."
+        )
     methods = record["methods"]
     if "lora_all_alpha16" in methods and "full" in methods:
         every, full = (methods[m]["ours_s"] for m in ("lora_all_alpha16", "full"))
@@ -239,7 +254,8 @@ def peer_steps(folder: Path, task: str) -> str:
                 f"({every / full:.2f}× its step; the peer's is {theirs:.2f}× at N = 64): "
                 "a performance defect of ours, left to the performance issue."
             )
-    return markdown_table(header, rows, "lrrrrr") + "\n\n" + prose(note, 76)
+    align = "l" + "r" * (len(header) - 1)
+    return markdown_table(header, rows, align) + "\n\n" + prose(note, 76)
 
 
 TABLES = {

@@ -128,6 +128,13 @@ def test_the_peer_trains_and_its_table_reads_both_sides(tmp_path):
     table = peer.table("trec", tmp_path / "peft", tmp_path / "ours")
     row = table["methods"]["lora_qv_alpha8"]
     assert row["peft"]["test_accuracy"]["n"] == 1 and row["ours"]["test_accuracy"] is None
+    results = tmp_path / "results"
+    timing = ["--time", "2", "--rounds", "1", "--methods", "lora_qv_alpha8", "--out", str(results)]
+    peer.main(["--task", "trec", *timing])
+    timed = json.loads((results / "peer_trec_steps.json").read_text())["methods"]["lora_qv_alpha8"]
+    assert 16 <= timed["mean_bucket"] <= 64 and timed["mean_bucket"] >= timed["mean_longest"]
+    steps = _load(ROOT / "experiments" / "lora_minilm" / "tables.py").peer_steps(tmp_path, "trec")
+    assert "ours ms/step (buckets)" in steps and "one compiled step per bucket" in steps
 
 
 def test_peer_table_and_answer_read_both_sides(tmp_path):
