@@ -34,6 +34,46 @@ def quick_train():
     return _quick_train
 
 
+def _two_processes(code: str, *args: str, devices: int = 1, timeout: float = 150) -> list[str]:
+    import socket
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as file:
+        file.write(code)
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        address = f"localhost:{s.getsockname()[1]}"
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    processes = [
+        subprocess.Popen(
+            [sys.executable, file.name, address, str(i), *args],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    try:
+        outputs = [p.communicate(timeout=timeout)[0] for p in processes]
+    finally:
+        for p in processes:
+            p.kill()
+        os.unlink(file.name)
+    assert [p.returncode for p in processes] == [0, 0], [out[-1500:] for out in outputs]
+    return outputs
+
+
+@pytest.fixture
+def two_processes():
+    """``two_processes(code, *args, devices=1) -> [stdout, stdout]``: run ``code`` as two
+    processes over gloo (argv: coordinator address, process id, *args); both must exit 0."""
+    return _two_processes
+
+
 @pytest.fixture
 def tiny_listops(monkeypatch):
     """``listops_small`` replaced by a 64/16/16-example ListOps of 8-64 tokens."""

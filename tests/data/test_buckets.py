@@ -1,10 +1,5 @@
 """Length buckets: a batch cut to the smallest bucket that holds it, the same training."""
 
-import os
-import socket
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 from ml_collections import ConfigDict
@@ -72,28 +67,7 @@ print("length", buckets.trim(batch, (16, 48), 64)["tokens"].shape[1])
 
 
 @pytest.mark.slow
-def test_two_processes_agree_on_a_batch_length(tmp_path):
-    script = tmp_path / "two_processes.py"
-    script.write_text(_TWO_PROCESSES)
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        address = f"localhost:{s.getsockname()[1]}"
-    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
-    processes = [
-        subprocess.Popen(
-            [sys.executable, str(script), address, str(i)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for i in range(2)
-    ]
-    try:
-        outputs = [p.communicate(timeout=120)[0] for p in processes]
-    finally:
-        for p in processes:
-            p.kill()
-    assert [p.returncode for p in processes] == [0, 0], outputs
+def test_two_processes_agree_on_a_batch_length(two_processes):
+    outputs = two_processes(_TWO_PROCESSES)
     # process 0 alone would cut to 16; both take the bucket of the global longest, 48
     assert [out.splitlines()[-1] for out in outputs] == ["length 48", "length 48"]

@@ -1,10 +1,5 @@
 """Checkpoints that heal: a damaged one is moved aside in one line, and its step saved again."""
 
-import os
-import socket
-import subprocess
-import sys
-
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -101,30 +96,8 @@ best.close()
 
 
 @pytest.mark.slow
-def test_two_processes_save_two_checkpointers_at_the_same_steps(tmp_path):
-    script = tmp_path / "two_managers.py"
-    script.write_text(_TWO_MANAGERS)
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        address = f"localhost:{s.getsockname()[1]}"
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
-    processes = [
-        subprocess.Popen(
-            [sys.executable, str(script), address, str(i), str(tmp_path)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for i in range(2)
-    ]
-    try:
-        outputs = [p.communicate(timeout=150)[0] for p in processes]
-    finally:
-        for p in processes:
-            p.kill()
-    assert [p.returncode for p in processes] == [0, 0], [out[-1500:] for out in outputs]
+def test_two_processes_save_two_checkpointers_at_the_same_steps(tmp_path, two_processes):
+    two_processes(_TWO_MANAGERS, str(tmp_path), devices=2)
     assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir()) == [9, 10]
     assert [p.name for p in (tmp_path / "best").iterdir()] == ["10"]
     restored = Checkpointer(tmp_path / "checkpoints", keep=2).restore_latest({"x": jnp.zeros(32)})
