@@ -27,6 +27,7 @@ Shape contract: ``x: [..., in] -> y: [..., out]``.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -151,7 +152,7 @@ class LoRA(nnx.Module):
         h = self.dropout(x) if self.dropout is not None else x
         dtype = getattr(self.base, "dtype", None)
         h, a, b = dtypes.promote_dtype((h, self.lora_a[...], self.lora_b[...]), dtype=dtype)
-        update = self.scale * jnp.dot(jnp.dot(h, a), b)
+        update = low_rank_product(h, a, b, self.scale)
         if self.variant == "lora":
             return y + update
         # DoRA, as peft: y + (m/‖W + s·A·B‖ − 1)·(h·W) + m/‖W + s·A·B‖ · s·h·A·B
@@ -287,3 +288,40 @@ class LoRA(nnx.Module):
 
         extra = 0 if self.merged else self.rank * (self.in_features + self.out_features)
         return macs_per_token(self.base) + extra
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def low_rank_product(
+    h: Float[Array, "... in"], a: Float[Array, "in r"], b: Float[Array, "r out"], scale: float
+) -> Float[Array, "... out"]:
+    """``scale · (h·A)·B``, LoRA's update, with a backward pass XLA's CPU compiles well.
+
+    The same gradients as autodiff's. The only change: the incoming gradient is
+    materialised before its contractions over the tokens (an optimisation
+    barrier). Without it XLA fuses the layer after's elementwise backward (e.g.
+    GELU's, for an FFN's up projection) into the transposed copy that dB's
+    contraction wants, a strided loop that cost ~85 ms per layer per step at
+    B = 32, N = 64 on 2 cores, and made LoRA on every linear layer slower than
+    full fine-tuning.
+    """
+    return scale * jnp.dot(jnp.dot(h, a), b)
+
+
+def _low_rank_forward(h, a, b, scale):
+    ha = jnp.dot(h, a)
+    return scale * jnp.dot(ha, b), (h, a, b, ha)
+
+
+def _low_rank_backward(scale, residuals, g):
+    h, a, b, ha = residuals
+    g = jax.lax.optimization_barrier(g)
+    g_ha = scale * jnp.dot(g, b.T)  # [..., r]
+    tokens = tuple(range(h.ndim - 1))
+    contract = lambda x, y: jax.lax.dot_general(x, y, ((tokens, tokens), ((), ())))  # noqa: E731
+    d_b = scale * contract(ha, g)  # [r, out]
+    d_a = contract(h, g_ha)  # [in, r]
+    d_h = jnp.dot(g_ha, a.T)
+    return d_h.astype(h.dtype), d_a.astype(a.dtype), d_b.astype(b.dtype)
+
+
+low_rank_product.defvjp(_low_rank_forward, _low_rank_backward)

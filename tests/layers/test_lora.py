@@ -221,3 +221,33 @@ def test_merge_computes_in_float32_for_bfloat16_parameters():
     merged = np.asarray(base.kernel[...].astype(jnp.float32), np.float64)
     # one bfloat16 rounding of the float32 result, nothing more (2^-8 relative)
     np.testing.assert_allclose(merged, expected, rtol=2**-8, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_the_low_rank_products_gradients_are_autodiffs(dtype):
+    from lowrank_jax.layers.lora import low_rank_product
+
+    keys = jax.random.split(jax.random.key(0), 4)
+    h = jax.random.normal(keys[0], (3, 5, 16), dtype)
+    a = jax.random.normal(keys[1], (16, 4), dtype)
+    b = jax.random.normal(keys[2], (4, 24), dtype)
+    g = jax.random.normal(keys[3], (3, 5, 24), dtype)
+
+    def plain(h, a, b):
+        return 0.5 * jnp.dot(jnp.dot(h, a), b)
+
+    def loss(fn):
+        return lambda h, a, b: jnp.sum(fn(h, a, b).astype(jnp.float32) * g)
+
+    ours = jax.jit(jax.grad(loss(lambda h, a, b: low_rank_product(h, a, b, 0.5)), (0, 1, 2)))
+    tol = 1e-5 if dtype == jnp.float32 else 2e-2
+    np.testing.assert_allclose(
+        np.asarray(low_rank_product(h, a, b, 0.5), np.float32),
+        np.asarray(plain(h, a, b), np.float32), rtol=tol, atol=tol,
+    )  # fmt: skip
+    for mine, theirs in zip(ours(h, a, b), jax.grad(loss(plain), (0, 1, 2))(h, a, b), strict=True):
+        assert mine.dtype == theirs.dtype and mine.shape == theirs.shape
+        scale = float(jnp.abs(theirs.astype(jnp.float32)).max())
+        np.testing.assert_allclose(
+            np.asarray(mine, np.float32), np.asarray(theirs, np.float32), atol=tol * scale
+        )
