@@ -56,22 +56,21 @@ def recover(student, config, tokenizer, train, val, val_reference, args, seed: i
     """
     run = build.train_state(config, build.single_device_mesh(), student=student)
     state, rng = run.state, np.random.default_rng(seed)
-    best = {"epoch": 0, "val_loss": _val_loss(student, tokenizer, val, val_reference)}
     best_state = jax.tree.map(jnp.copy, state)  # the step donates state
-    progress = {"history": [{"epoch": 0, "train_loss": None, "val_loss": best["val_loss"]}]}
-    progress |= {"best": best, "stopped": False, "rng": rng.bit_generator.state}
     kept = Checkpointer(Path(args.workdir) / f"seed{seed}", keep=1) if args.workdir else None
     restored = kept.restore_latest({"state": state, "best": best_state}) if kept else None
-    if restored is not None:
+    if restored is None:
+        before = _val_loss(student, tokenizer, val, val_reference)
+        history = [{"epoch": 0, "train_loss": None, "val_loss": before}]
+    else:
         _, both, progress = restored
-        state, best_state, best = both["state"], both["best"], progress["best"]
+        state, best_state, history = both["state"], both["best"], progress["history"]
         rng.bit_generator.state = progress["rng"]
-        print(f"seed {seed}: resuming after epoch {progress['history'][-1]['epoch']}")
-    history = progress["history"]
-    for epoch in range(len(history), args.max_epochs + 1):
-        if progress["stopped"]:
-            break
-        losses = []
+        print(f"seed {seed}: resuming after epoch {history[-1]['epoch']}")
+    while len(history) <= args.max_epochs and (
+        history[-1]["epoch"] - _best(history)["epoch"] < args.patience
+    ):
+        epoch, losses = len(history), []
         order = [train[i] for i in rng.permutation(len(train))]
         for batch in pretrained.batches(tokenizer, order, config.train.batch_size):
             placed = sharding.place_batch(batch, run.mesh, len(batch["tokens"]))
@@ -82,16 +81,23 @@ def recover(student, config, tokenizer, train, val, val_reference, args, seed: i
         print(
             f"seed {seed} epoch {epoch}: train {np.mean(losses):.4f} val {val_loss:.4f}", flush=True
         )
-        if val_loss < best["val_loss"]:
-            best = {"epoch": epoch, "val_loss": val_loss}
+        if _best(history)["epoch"] == epoch:
             best_state = jax.tree.map(jnp.copy, state)  # the step donates state
-        progress.update(best=best, rng=rng.bit_generator.state)
-        progress["stopped"] = epoch - best["epoch"] >= args.patience
         if kept:
+            progress = {"history": history, "rng": rng.bit_generator.state}
             kept.save(epoch, {"state": state, "best": best_state}, progress)
     if kept:
         kept.close()
-    return {"model": run.merge(best_state), "best_epoch": best["epoch"], "history": history}
+    return {
+        "model": run.merge(best_state),
+        "best_epoch": _best(history)["epoch"],
+        "history": history,
+    }
+
+
+def _best(history: list[dict]) -> dict:
+    """The epoch with the lowest validation loss (the first, on a tie)."""
+    return min(history, key=lambda epoch: epoch["val_loss"])
 
 
 def main(argv: list[str] | None = None) -> dict:
