@@ -288,6 +288,13 @@ def _time_method(config, count: int, rounds: int) -> dict:
                 times[name].append(time.perf_counter() - began)
     record = {
         **{f"{name}_s": statistics.median(t) for name, t in times.items()},
+        # each round's median, for the spread of the ratios across rounds
+        **{
+            f"{name}_rounds_s": [
+                statistics.median(t[r * count : (r + 1) * count]) for r in range(rounds)
+            ]
+            for name, t in times.items()
+        },
         "fixed_length": int(config.data.max_len),
         "mean_longest": float(np.mean([b["mask"].sum(1).max() for b in batches[:count]])),
         "buckets": list(BUCKETS),

@@ -196,6 +196,16 @@ def peer_answer(folder: Path, task: str) -> str:
     return prose(" ".join(parts), 76)
 
 
+def _ratio(timed: dict, mine: str, theirs: str) -> str:
+    """``mine``'s median step over ``theirs``, with the range of the per-round ratios."""
+    text = f"{timed[f'{mine}_s'] / timed[f'{theirs}_s']:.2f}×"
+    if f"{mine}_rounds_s" not in timed:  # timed before rounds were kept
+        return text
+    pairs = zip(timed[f"{mine}_rounds_s"], timed[f"{theirs}_rounds_s"], strict=True)
+    rounds = [a / b for a, b in pairs]
+    return f"{text} ({min(rounds):.2f}–{max(rounds):.2f})"
+
+
 def peer_steps(folder: Path, task: str) -> str:
     """Each side's training step on the same batches (``peer.py --time``), and padding's cost."""
     record = json.loads((folder / "results" / f"peer_{task}_steps.json").read_text())
@@ -206,7 +216,7 @@ def peer_steps(folder: Path, task: str) -> str:
         mine = [f"{t['ours_s'] * 1e3:.0f}"]
         if bucketed:
             mine.append(f"{t['ours_buckets_s'] * 1e3:.0f}")
-        ratios = [f"{t['ours_buckets_s'] / t['peft_dynamic_s']:.2f}×"] if bucketed else []
+        ratios = [_ratio(t, "ours_buckets", "peft_dynamic")] if bucketed else []
         rows.append(
             [
                 PEER_LABELS[method],
@@ -214,8 +224,8 @@ def peer_steps(folder: Path, task: str) -> str:
                 f"{t['peft_dynamic_s'] * 1e3:.0f}",
                 f"{t['peft_fixed_s'] * 1e3:.0f}",
                 *ratios,
-                f"{t['ours_s'] / t['peft_dynamic_s']:.2f}×",
-                f"{t['ours_s'] / t['peft_fixed_s']:.2f}×",
+                _ratio(t, "ours", "peft_dynamic"),
+                _ratio(t, "ours", "peft_fixed"),
             ]
         )
     header = [
@@ -237,6 +247,8 @@ def peer_steps(folder: Path, task: str) -> str:
         '"N = 64" column is the peer padded as we pad, so the two ratio columns separate '
         "what padding costs from what the frameworks cost."
     )
+    if all("ours_rounds_s" in t for t in record["methods"].values()):
+        note += " In brackets: the lowest and the highest of the ratio's per-round values."
     if bucketed:
         buckets = {tuple(t["buckets"]): t["mean_bucket"] for t in record["methods"].values()}
         ((lengths, bucket),) = buckets.items()

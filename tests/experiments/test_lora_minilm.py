@@ -1,4 +1,5 @@
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -135,6 +136,8 @@ def test_the_peer_trains_and_its_table_reads_both_sides(tmp_path):
     assert 16 <= timed["mean_bucket"] <= 64 and timed["mean_bucket"] >= timed["mean_longest"]
     steps = _load(ROOT / "experiments" / "lora_minilm" / "tables.py").peer_steps(tmp_path, "trec")
     assert "ours ms/step (buckets)" in steps and "one compiled step per bucket" in steps
+    assert len(timed["ours_rounds_s"]) == 1 and "per-round values" in steps
+    assert re.search(r"\d\.\d\d× \(\d\.\d\d–\d\.\d\d\)", steps)  # each ratio with its range
 
 
 def test_peer_table_and_answer_read_both_sides(tmp_path):
