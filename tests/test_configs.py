@@ -53,7 +53,7 @@ def test_demo_sweeps_lora_ranks_on_trec_and_every_point_validates():
         config = apply_point(module.get_config(), point)
         model = validate(config)
         assert config.data.name == "trec" and model.lora.alpha == 2 * model.lora.rank
-        assert config.train.trainable == r".*lora_[ab]|head\..*"  # LoRA and the head train
+        assert config.train.trainable == r".*lora_[ab]|.*magnitude|head\..*"  # LoRA and the head
 
 
 def test_listops_quick(tmp_path, tiny_listops, quick_train):
