@@ -29,6 +29,7 @@ from lowrank_jax.models import pretrained
 
 NAME = "all-MiniLM-L6-v2"
 TARGETS = r"layers\.\d+\.attention\.(query|value)"
+LORA_TRAINABLE = r".*(lora_[ab]|magnitude)|head\..*"
 
 
 def ours(method: str, batch: int, length: int, repeats: int) -> dict:
@@ -37,11 +38,17 @@ def ours(method: str, batch: int, length: int, repeats: int) -> dict:
     train = train_defaults().train
     if method in ("lora", "dora"):
         model.lora.update(rank=8, alpha=16.0, targets=TARGETS, variant=method)
-        train.trainable = r".*(lora_[ab]|magnitude)|head\..*"
+        train.trainable = LORA_TRAINABLE
     else:
         train.trainable = "all"
     step = bench.EncoderStep(model, train, batch, length)
-    return {"seconds": step.seconds(repeats), "optimizer_bytes": step.optimizer_bytes}
+    # the products with a frozen (non-LoRA) weight's shape: full's are real weight gradients
+    frozen = bench.frozen_weight_products(step.compiled, step.model, LORA_TRAINABLE)
+    return {
+        "seconds": step.seconds(repeats),
+        "optimizer_bytes": step.optimizer_bytes,
+        "frozen_products": len(frozen),
+    }
 
 
 def peft_seconds(method: str, batch: int, length: int, repeats: int) -> float | None:
@@ -115,6 +122,15 @@ def targets(quick: bool) -> list[dict]:
             [("LoRA state / full's", state_ratio, "<=", 0.01)],
         ),
     ]
+    rows.append(
+        target(
+            "5. compiled LoRA step: products with a frozen weight's shape (weight gradients)",
+            f"LoRA {mine['lora']['frozen_products']}, full fine-tuning "
+            f"{mine['full']['frozen_products']} (the control)",
+            "0 in LoRA's step",
+            [("frozen weight products", mine["lora"]["frozen_products"], "<=", 0)],
+        )
+    )
     dora = mine["dora"]["seconds"] / mine["lora"]["seconds"]
     peer = None if None in (theirs["dora"], theirs["lora"]) else theirs["dora"] / theirs["lora"]
     rows.append(

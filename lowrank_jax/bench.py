@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import statistics
 import time
 from collections.abc import Callable
@@ -24,7 +25,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from lowrank_jax import build
+from lowrank_jax import build, surgery
 from lowrank_jax.models import default_config
 from lowrank_jax.train import sharding
 
@@ -87,6 +88,38 @@ def compiled_flops(compiled) -> float:
     if isinstance(analysis, list):  # older jax: one dict per program
         analysis = analysis[0]
     return float(analysis["flops"])
+
+
+_PRODUCT = re.compile(r"= \w+\[([\d,]+)\]\S* (?:dot|convolution|custom-call)\(")
+
+
+def frozen_weight_products(compiled, model: nnx.Module, trainable: str) -> list[str]:
+    """The products in a compiled step whose result has a frozen weight matrix's shape.
+
+    The gradient of a weight [in, out] is a contraction over the tokens with that
+    shape (or its transpose); a step that differentiates only the ``trainable``
+    parameters should form none for the others. The HLO's dot / convolution /
+    custom-call lines with such a result are returned (empty: none formed).
+    Shapes that a trainable parameter also has are left out (they would be
+    ambiguous), so the check is only as sharp as the frozen shapes are distinct.
+    """
+    wrt = surgery.trainable_filter(model, trainable)
+    trained, frozen = (
+        {
+            shape
+            for leaf in jax.tree.leaves(nnx.state(model, which))
+            if leaf.ndim == 2
+            for shape in (leaf.shape, leaf.shape[::-1])
+        }
+        for which in (wrt, nnx.All(nnx.Param, nnx.Not(wrt)))
+    )
+    shapes = frozen - trained
+    return [
+        line.strip()
+        for line in compiled.as_text().splitlines()
+        if (match := _PRODUCT.search(line))
+        and tuple(int(d) for d in match.group(1).split(",")) in shapes
+    ]
 
 
 def _batch(model_config, batch_size: int, length: int, seed: int) -> dict[str, np.ndarray]:
@@ -203,6 +236,7 @@ class EncoderStep:
         self.compiled = self.step.lower(self.state, self.batch).compile()
         self.bytes = compiled_bytes(self.compiled)
         self.flops = compiled_flops(self.compiled)
+        self.model = run.merge()  # for its structure and shapes: the steps donate its arrays
 
     def _run(self):
         self.state, metrics = self.compiled(self.state, self.batch, self.step.teacher_state)

@@ -107,3 +107,31 @@ def test_profile_steps_names_the_field_and_the_range():
     for bad in ("15-10", "0-3", "90-101", "ten"):
         with pytest.raises(ValueError, match=r"^train\.profile_steps: must be '' or 'FIRST-LAST'"):
             step.validate(_train(profile_steps=bad))
+
+
+@pytest.mark.parametrize("trainable", ["all", "lora"])
+def test_a_lora_step_forms_no_frozen_weight_gradient(trainable):
+    """Issue 20, target 3: in the compiled LoRA step no product has the shape of a
+    frozen weight ([24, 24], [24, 40], [40, 24] here; LoRA's are [24, 3], [3, 24],
+    the head's [24, 4]); full fine-tuning, the control, forms one per weight shape."""
+    from lowrank_jax import bench, build
+    from lowrank_jax.config import load_config
+    from lowrank_jax.train import sharding
+
+    config = load_config("configs/tiny.py:lora=3")
+    config.model.update(dim=24, heads=2, max_len=8, num_layers=1)
+    config.model.ffn.dim = 40
+    config.train.trainable = trainable
+    run = build.train_state(config, build.single_device_mesh())
+    batch = {
+        "tokens": np.ones((3, 8), np.int32),
+        "mask": np.ones((3, 8), bool),
+        "label": np.zeros(3, np.int32),
+    }
+    compiled = run.train_step.lower(run.state, sharding.place_batch(batch, run.mesh, 3)).compile()
+    found = bench.frozen_weight_products(compiled, run.merge(), "lora")
+    if trainable == "lora":
+        assert found == []
+    else:
+        shapes = {line.split(" = ")[1].split("{")[0] for line in found}
+        assert shapes >= {"f32[24,24]", "f32[24,40]", "f32[40,24]"}, found
