@@ -32,13 +32,13 @@ import jax.numpy as jnp
 from flax import nnx
 from jaxtyping import Array, Bool, Float
 
+from lowrank_jax.attention.favor import FLOOR, STABILIZER, bidirectional, phi, projected
 from lowrank_jax.config import check_choice, check_int, fail
 
 KERNELS = ("softmax", "relu")
 FEATURES_TYPES = ("random", "deterministic")
 REDRAW = ("fixed", "step", "call")
 SCALING = ("chi", "sqrt")
-_STABILIZER = {"softmax": 1e-6, "relu": 1e-3}
 
 
 def random_features(
@@ -91,37 +91,19 @@ def feature_map(
     check_choice(kernel, "kernel", KERNELS)
     if features is None and kernel != "relu":
         fail("kernel", "'relu' with deterministic features (no random projection)", kernel)
-    num_features = x.shape[-1] if features is None else features.shape[0]
-    projected = _projected(x, features, kernel)  # [B, N, H, M]
-    if kernel == "relu":
-        phi = jax.nn.relu(projected) + _STABILIZER[kernel]
-    else:
+    exponent = projected(x, features, kernel)  # [B, N, H, M]
+    shift = None
+    if kernel == "softmax" and is_query:  # per query: cancels in the ratio
+        shift = jnp.max(exponent, axis=-1, keepdims=True)
+    elif kernel == "softmax":  # one constant over all real keys and features, per (batch, head)
         real = None if mask is None else mask[:, :, None, None]
-        if is_query:  # per query: cancels between numerator and denominator
-            shift = jnp.max(projected, axis=-1, keepdims=True)
-        else:  # one constant over all real keys and features, per (batch, head)
-            masked = projected if real is None else jnp.where(real, projected, -jnp.inf)
-            shift = jnp.max(masked, axis=(1, 3), keepdims=True)
-            shift = jnp.where(jnp.isfinite(shift), shift, 0.0)
-        phi = jnp.exp(projected - jax.lax.stop_gradient(shift)) + _STABILIZER[kernel]
-    phi = phi / math.sqrt(num_features)
+        masked = exponent if real is None else jnp.where(real, exponent, -jnp.inf)
+        shift = jnp.max(masked, axis=(1, 3), keepdims=True)
+        shift = jnp.where(jnp.isfinite(shift), shift, 0.0)
+    out = phi(exponent, shift, kernel)
     if mask is not None and not is_query:
-        phi = phi * mask[:, :, None, None]
-    return phi
-
-
-def _projected(x: Float[Array, "B N H K"], features, kernel: str) -> Float[Array, "B N H M"]:
-    """ωᵀx on x scaled by K^(-1/4); for the softmax kernel less ‖x‖²/2 (the exponent).
-
-    No ``features`` (deterministic): x itself, unscaled, as LRA's generalized kernel.
-    """
-    if features is None:
-        return x.astype(jnp.float32)
-    x = x.astype(jnp.float32) * x.shape[-1] ** -0.25
-    projected = jnp.einsum("bnhk,mk->bnhm", x, features.astype(jnp.float32))
-    if kernel == "softmax":
-        projected = projected - 0.5 * jnp.sum(x * x, axis=-1, keepdims=True)
-    return projected
+        out = out * mask[:, :, None, None]
+    return out
 
 
 def _causal_sums(
@@ -144,11 +126,11 @@ def _causal_sums(
         phi_k = feature_map(k, features, kernel=kernel, is_query=False, mask=mask)
         return jnp.cumsum(jnp.einsum("bnhm,bnhe->bnhme", phi_k, values), axis=1)
     num_features = features.shape[0]
-    exponent = _projected(k, features, kernel)
+    exponent = projected(k, features, kernel)
     # each key's own maximum (padded keys: a floor that any real key overrides)
     own = jax.lax.stop_gradient(jnp.max(exponent, axis=-1, keepdims=True))  # [B, N, H, 1]
     if mask is not None:
-        own = jnp.where(mask[:, :, None, None], own, _FLOOR)
+        own = jnp.where(mask[:, :, None, None], own, FLOOR)
     terms = jnp.einsum("bnhm,bnhe->bnhme", jnp.exp(exponent - own), values)
 
     def combine(left, right):
@@ -158,11 +140,8 @@ def _causal_sums(
         return shift, rescale(shift_l, sum_l) + rescale(shift_r, sum_r)
 
     _, sums = jax.lax.associative_scan(combine, (own, terms), axis=1)
-    stabilizer = _STABILIZER[kernel] * jnp.cumsum(values, axis=1)[:, :, :, None, :]
+    stabilizer = STABILIZER[kernel] * jnp.cumsum(values, axis=1)[:, :, :, None, :]
     return (sums + stabilizer) / math.sqrt(num_features)
-
-
-_FLOOR = -1e30  # the shift of a padded key: exp(_FLOOR - real shift) is 0
 
 
 def favor(
@@ -182,18 +161,15 @@ def favor(
       >>> favor(x, x, x, random_features(jax.random.key(0), 16, 4), causal=True).shape
       (2, 8, 2, 4)
     """
+    if not causal:  # in sequence chunks, the features recomputed in the backward (favor.py)
+        return bidirectional(q, k, v, features, mask, kernel)
     phi_q = feature_map(q, features, kernel=kernel, is_query=True)
     values = v.astype(jnp.float32)
-    if causal:  # prefix sums over the sequence, exactly causal: memory O(N·M·K)
-        ones = jnp.ones((*values.shape[:-1], 1), jnp.float32)  # the denominator's column
-        sums = _causal_sums(k, jnp.concatenate([values, ones], -1), features, mask, kernel)
-        both = jnp.einsum("bnhm,bnhme->bnhe", phi_q, sums)
-        numerator, denominator = both[..., :-1], both[..., -1]
-    else:
-        phi_k = feature_map(k, features, kernel=kernel, is_query=False, mask=mask)
-        kv = jnp.einsum("bnhm,bnhk->bhmk", phi_k, values)  # [B, H, M, K]
-        numerator = jnp.einsum("bnhm,bhmk->bnhk", phi_q, kv)
-        denominator = jnp.einsum("bnhm,bhm->bnh", phi_q, phi_k.sum(axis=1))
+    # prefix sums over the sequence, exactly causal: memory O(N·M·K)
+    ones = jnp.ones((*values.shape[:-1], 1), jnp.float32)  # the denominator's column
+    sums = _causal_sums(k, jnp.concatenate([values, ones], -1), features, mask, kernel)
+    both = jnp.einsum("bnhm,bnhme->bnhe", phi_q, sums)
+    numerator, denominator = both[..., :-1], both[..., -1]
     denominator = jnp.where(denominator > 0, denominator, 1.0)  # rows with no real key
     return (numerator / denominator[..., None]).astype(v.dtype)
 
