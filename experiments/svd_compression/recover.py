@@ -47,8 +47,13 @@ def _val_loss(model, tokenizer, sentences, reference) -> float:
     )
 
 
-def recover(student, config, tokenizer, train, val, val_reference, args, seed: int) -> dict:
+def recover(
+    student, config, tokenizer, train, val, val_reference, args, seed: int, on_epoch=None
+) -> dict:
     """Epochs of distillation until ``patience`` epochs without a better validation loss.
+
+    ``on_epoch(model, history)`` runs after every epoch, before its checkpoint; it
+    may add fields to the epoch's entry (``history[-1]``), e.g. a held-out measure.
 
     With ``args.workdir`` every epoch is checkpointed in ``<workdir>/seed<N>`` (the
     state, the best epoch's state, the history and the order's random state, in one
@@ -78,8 +83,13 @@ def recover(student, config, tokenizer, train, val, val_reference, args, seed: i
             losses.append(float(metrics["loss"]))
         val_loss = _val_loss(run.merge(state), tokenizer, val, val_reference)
         history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": val_loss})
+        if on_epoch:
+            on_epoch(run.merge(state), history)
+        held_out = history[-1].get("held_out_cosine")
         print(
-            f"seed {seed} epoch {epoch}: train {np.mean(losses):.4f} val {val_loss:.4f}", flush=True
+            f"seed {seed} epoch {epoch}: train {np.mean(losses):.4f} val {val_loss:.4f}"
+            + ("" if held_out is None else f" held-out cosine {held_out:.4f}"),
+            flush=True,
         )
         if _best(history)["epoch"] == epoch:
             best_state = jax.tree.map(jnp.copy, state)  # the step donates state
@@ -149,7 +159,18 @@ def main(argv: list[str] | None = None) -> dict:
         surgery.factorize(model, pattern, budget=args.budget, calibration=cal)
         ranks = sorted(set(surgery.ranks(model).values()))
         before = np.sum(pretrained.embed(model, tokenizer, held_out) * reference, axis=-1)
-        done = recover(model, config, tokenizer, train, val, val_reference, args, seed)
+
+        def on_epoch(model, history, seed=seed):
+            """The held-out cosine of every epoch (reported, never used to select), and
+            the seed's progress in the results file: a run stopped mid-seed leaves its
+            curve there (``running``), and the finished seed replaces it."""
+            cosine = np.sum(pretrained.embed(model, tokenizer, held_out) * reference, -1)
+            history[-1]["held_out_cosine"] = float(cosine.mean())
+            if not args.quick:
+                result["running"] = {"seed": seed, "history": history}
+                out.write_text(json.dumps(result, indent=1) + "\n")
+
+        done = recover(model, config, tokenizer, train, val, val_reference, args, seed, on_epoch)
         cosine = np.sum(pretrained.embed(done["model"], tokenizer, held_out) * reference, -1)
         result["seeds"].append(
             {
@@ -165,6 +186,7 @@ def main(argv: list[str] | None = None) -> dict:
                 **probes(done["model"], tokenizer),
             }
         )
+        result.pop("running", None)
         print(json.dumps({k: v for k, v in result["seeds"][-1].items() if k != "history"}))
         if not args.quick:
             out.write_text(json.dumps(result, indent=1) + "\n")

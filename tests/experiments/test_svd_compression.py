@@ -60,6 +60,7 @@ def test_recovery_quick_form_keeps_the_best_validation_epoch(tmp_path, capsys):
         assert seed["best_epoch"] == losses.index(min(losses))  # the kept model is the best
         assert seed["params_kept"] == pytest.approx(0.5, abs=0.005)
         assert 0 < seed["mean_cosine"] <= 1 and seed["min_cosine"] <= seed["mean_cosine"]
+        assert all(0 < h["held_out_cosine"] <= 1 for h in seed["history"][1:])  # every epoch's
     assert set(result["original"]) == {"trec_probe", "reviews_probe"}
     capsys.readouterr()
     again = recover.main(["--quick", "--workdir", str(tmp_path)])  # from the epochs' checkpoints
