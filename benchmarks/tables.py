@@ -1,4 +1,5 @@
 """Generated blocks of benchmarks/README.md, from results/results.json (the CPU's `make bench`),
+results/round1.json (round one's, issue 8, kept to compare with),
 results/lora_step.json (that target group alone, with DoRA) and results/h100.json (the
 suite's full shapes on a lent H100)."""
 
@@ -63,9 +64,21 @@ def attention(folder: Path, name: str) -> str:
     return markdown_table(header, rows, "r" * len(header))
 
 
+def changes(folder: Path) -> str:
+    """Round one's ``make bench`` (results/round1.json) beside this one's, target by target."""
+    before = {row["target"]: row for row in _results(folder, "round1")["rows"]}
+    rows = []
+    for row in _results(folder, "results")["rows"]:
+        old = before.get(row["target"])
+        was = "—" if old is None else f"{old['measured']} ({old['status']})"
+        rows.append([row["target"], was, f"{row['measured']} ({row['status']})"])
+    return markdown_table(["target", "round one (2026-11-26)", "this run"], rows)
+
+
 TABLES = {
     "cpu": lambda folder: targets(folder, "results"),
     "cpu_attention": lambda folder: attention(folder, "results"),
+    "cpu_changes": changes,
     "lora_step": lambda folder: targets(folder, "lora_step"),
     "h100": lambda folder: targets(folder, "h100"),
     "h100_attention": lambda folder: attention(folder, "h100"),

@@ -11,7 +11,8 @@ best epoch scored once on the whole test split. The rows are
 on W_q, W_v with alpha 8 and 16, and on every linear layer, at 5e-4). What
 differs: the framework, each side's own random streams (initialisation of the
 head and LoRA's A, data order, dropout), and padding: the peer pads each batch
-to its longest sentence (what peft users do), ours pads every batch to N = 64.
+to its longest sentence (what peft users do), ours cuts each batch to the
+smallest of the length buckets 16, 32, 64 that holds it (``data.buckets``).
 
     lowrank-jax sweep --config configs/lora_minilm.py:task=trec,peer --seeds 3 \\
         --workdir runs/lora_minilm_peer_trec                        # ours
@@ -45,7 +46,6 @@ from lowrank_jax.stats import interval
 from lowrank_jax.sweep import apply_point, point_name
 
 HERE = Path(__file__).parent
-BUCKETS = (16, 32, 64)  # ours with length buckets, in the step timing
 CONFIG = HERE.parents[1] / "configs" / "lora_minilm.py"
 # peft's names for our targets: BertModel's linear layers (W_q, W_v / every linear layer)
 PEFT_TARGETS = {
@@ -222,27 +222,30 @@ def run(task: str, method: str, seed: int, threads: int, steps: int = 0) -> dict
     }
 
 
-def time_steps(task: str, methods: list[str], threads: int, count: int, rounds: int) -> dict:
+def time_steps(
+    task: str, methods: list[str], threads: int, count: int, rounds: int, sides=None
+) -> dict:
     """Each side's training step on the same ``count`` training batches, quiet machine.
 
     Ours: the trainer's jitted step (``build.train_state``) at our fixed N, and
-    with length buckets (``BUCKETS``: each batch cut to the smallest that holds
-    it, as ``data.buckets`` does); the peer's: its step with dynamic padding (what
+    with length buckets (each batch cut to the smallest of ``data.buckets`` that
+    holds it, as the data pipeline does); the peer's: its step with dynamic padding (what
     it trains with) and padded to our N (what padding costs it). ``rounds``
     alternate the sides, so a slow minute hits every side; each figure is the
     median over its timed steps (a first step on a spare batch, which compiles
-    or warms up, and one per bucket length, are not timed).
+    or warms up, and one per bucket length, are not timed). ``sides``: a subset
+    of ours, ours_buckets, peft_dynamic, peft_fixed (default all).
     """
     import torch
 
     torch.set_num_threads(threads)
     methods_times = {
-        method: _time_method(config_of(task, method), count, rounds) for method in methods
+        method: _time_method(config_of(task, method), count, rounds, sides) for method in methods
     }
     return {"threads": threads, "batches": count, "rounds": rounds, "methods": methods_times}
 
 
-def _time_method(config, count: int, rounds: int) -> dict:
+def _time_method(config, count: int, rounds: int, only=None) -> dict:
     import jax
 
     from lowrank_jax import build
@@ -257,7 +260,8 @@ def _time_method(config, count: int, rounds: int) -> dict:
     run = build.train_state(config, build.single_device_mesh())
     state = {"now": run.state}
     placed = [sharding.place_batch(b, run.mesh, size) for b in batches]
-    cut = [buckets.trim(b, BUCKETS, config.data.max_len) for b in batches]
+    lengths = tuple(config.data.buckets)
+    cut = [buckets.trim(b, lengths, config.data.max_len) for b in batches]
     placed_cut = [sharding.place_batch(b, run.mesh, size) for b in cut]
     peer = Peer(config)
 
@@ -274,6 +278,7 @@ def _time_method(config, count: int, rounds: int) -> dict:
         "peft_dynamic": lambda i: theirs(i, True),
         "peft_fixed": lambda i: theirs(i, False),
     }
+    sides = {name: side for name, side in sides.items() if only is None or name in only}
     times: dict[str, list[float]] = {name: [] for name in sides}
     for side in sides.values():
         side(count)  # the warm-up (and our compilation) on the spare batch
@@ -295,9 +300,11 @@ def _time_method(config, count: int, rounds: int) -> dict:
             ]
             for name, t in times.items()
         },
+        # the whole of the timed steps (with --epoch: one epoch, compilation excluded)
+        **{f"{name}_total_s": sum(t) / rounds for name, t in times.items()},
         "fixed_length": int(config.data.max_len),
         "mean_longest": float(np.mean([b["mask"].sum(1).max() for b in batches[:count]])),
-        "buckets": list(BUCKETS),
+        "buckets": list(lengths),
         "mean_bucket": float(np.mean([b["tokens"].shape[1] for b in cut[:count]])),
     }
     print(json.dumps(record), file=sys.stderr, flush=True)
@@ -366,7 +373,27 @@ def main(argv: list[str] | None = None) -> None:
         "writes results/peer_<task>_steps.json",
     )
     parser.add_argument("--rounds", type=int, default=2, help="with --time")
+    parser.add_argument(
+        "--epoch",
+        action="store_true",
+        help="time one whole training epoch, ours in length buckets against peft's dynamic "
+        "padding, same batches (quiet machine); writes results/peer_<task>_epoch.json",
+    )
     args = parser.parse_args(argv)
+    if args.epoch:
+        size = config_of(args.task, "full").train.batch_size
+        batches = pipeline.split_examples(config_of(args.task, "full").data, "train")[0] // size
+        record = time_steps(
+            args.task,
+            args.methods.split(","),
+            args.threads,
+            batches - 1,
+            1,
+            sides=("ours_buckets", "peft_dynamic"),
+        )
+        out = Path(args.out) / f"peer_{args.task}_epoch.json"
+        out.write_text(json.dumps(record, indent=1) + "\n")
+        return
     if args.time:
         record = time_steps(
             args.task, args.methods.split(","), args.threads, args.time, args.rounds

@@ -270,7 +270,11 @@ def budget_answer(folder: Path) -> str:
 
 
 def recovery(folder: Path) -> str:
-    """Distillation until validation stops improving, per seed (results/recovery.json)."""
+    """Distillation until validation stops improving, per seed (results/recovery.json).
+
+    A seed still running when the results were written (``running``) gets a row
+    with its last epoch's held-out cosine, marked as such.
+    """
     record = json.loads((folder / "results" / "recovery.json").read_text())
     seeds, original = record["seeds"], record["original"]
     rows = [
@@ -284,17 +288,25 @@ def recovery(folder: Path) -> str:
         ]
         for s in seeds
     ]
-    cosine = interval([s["mean_cosine"] for s in seeds])
-    rows.append(
-        [
-            "mean",
-            "",
-            "",
-            _plus_minus(cosine),
-            "",
-            *(_plus_minus(interval([s[f"{t}_probe"] for s in seeds])) for t in TASKS),
-        ]
-    )
+    if seeds:
+        cosine = interval([s["mean_cosine"] for s in seeds])
+        probes = (_plus_minus(interval([s[f"{t}_probe"] for s in seeds])) for t in TASKS)
+        rows.append(["mean", "", "", _plus_minus(cosine), "", *probes])
+    if "running" in record:
+        history = record["running"]["history"]
+        best = min(history, key=lambda epoch: epoch["val_loss"])["epoch"]
+        last = history[-1]
+        rows.append(
+            [
+                f"{record['running']['seed']} (stopped mid-run)",
+                "",
+                "",
+                f"{last['held_out_cosine']:.3f} at epoch {last['epoch']}",
+                f"{best} of {last['epoch']} so far",
+                "",
+                "",
+            ]
+        )
     rows.append(["original", "1", "1", "1", "", *(f"{original[f'{t}_probe']:.3f}" for t in TASKS)])
     header = ["seed", "FFN params kept", "cosine before", "after (min)", "best epoch", *TASKS]
     return markdown_table(header, rows, "rrrrrrr")
@@ -312,6 +324,23 @@ def recovery_answer(folder: Path) -> str:
     paper = json.loads((folder / "paper.json").read_text())
     seeds, original, settings = record["seeds"], record["original"], record["settings"]
     target = paper["goal_mean_cosine"]
+    text = (
+        f"With {settings['distill']:,} distillation reviews, validation on {settings['val']} "
+        f"others and patience {settings['patience']} (at most {settings['max_epochs']} "
+        f"epochs), "
+    )
+    if not seeds:
+        history = record["running"]["history"]
+        last = history[-1]
+        best = min(history, key=lambda epoch: epoch["val_loss"])["epoch"]
+        falling = "still falling" if best == last["epoch"] else f"best at epoch {best}"
+        return prose(
+            text + f"no seed has finished yet: seed {record['running']['seed']} stopped after "
+            f"epoch {last['epoch']} (the session's end) with a held-out mean cosine of "
+            f"{last['held_out_cosine']:.3f}, {target - last['held_out_cosine']:.3f} short of the "
+            f"goal of {target:.2f}, its validation loss {falling}. The goal is **not yet "
+            f"answered**; the probes are measured when a seed finishes."
+        )
     cosine = interval([s["mean_cosine"] for s in seeds])
     n = settings["probe"]
     probe_text = []
@@ -323,10 +352,9 @@ def recovery_answer(folder: Path) -> str:
         probe_text.append(
             f"{task} {mean:.3f} against the original's {base:.3f} ± {half:.3f} ({verdict})"
         )
-    text = (
-        f"With {settings['distill']:,} distillation reviews, validation on {settings['val']} "
-        f"others and patience {settings['patience']} (at most {settings['max_epochs']} "
-        f"epochs), the mean cosine over {len(seeds)} seeds is {_plus_minus(cosine)}: the goal "
+    text += (
+        f"the mean cosine over {len(seeds)} of {settings['seeds']} seeds is "
+        f"{_plus_minus(cosine)}: the goal "
         f"of {target:.2f} is **{'reached' if cosine['mean'] >= target else 'not reached'}**. "
         f"Probes (mean over seeds; the original's binomial 95% interval over {n:,} test "
         f"examples): " + "; ".join(probe_text) + "."
