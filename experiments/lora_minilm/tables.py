@@ -293,11 +293,12 @@ def peer_epoch(folder: Path, task: str) -> str:
         markdown_table(header, rows, "lrrrl")
         + "\n\n"
         + prose(
-            f"One epoch of {task}'s training split, {record['batches']} batches of 32 (the "
-            f"first, which warms up and compiles, and one per bucket length are not timed), "
-            f"the same batches on both sides, {record['threads']} threads, nothing else "
-            f"running. Batches average {first['mean_longest']:.1f} word pieces at their "
-            f"longest (peft's padded length) and {first['mean_bucket']:.1f} in our buckets "
+            f"One epoch of {task}'s training split: {record['batches']} of its "
+            f"{record['batches'] + 1} batches of 32 timed (the other warms each side up; "
+            f"every bucket length is compiled before the timing), the same batches on both "
+            f"sides, {record['threads']} threads, nothing else running. Batches average "
+            f"{first['mean_longest']:.1f} word pieces at their longest (peft's padded "
+            f"length) and {first['mean_bucket']:.1f} in our buckets "
             f"({', '.join(map(str, first['buckets']))}).",
             76,
         )
