@@ -66,13 +66,14 @@ def attention(folder: Path, name: str) -> str:
 
 def changes(folder: Path) -> str:
     """Round one's ``make bench`` (results/round1.json) beside this one's, target by target."""
-    before = {row["target"]: row for row in _results(folder, "round1")["rows"]}
+    round1 = _results(folder, "round1")
+    before = {row["target"]: row for row in round1["rows"]}
     rows = []
     for row in _results(folder, "results")["rows"]:
         old = before.get(row["target"])
         was = "—" if old is None else f"{old['measured']} ({old['status']})"
         rows.append([row["target"], was, f"{row['measured']} ({row['status']})"])
-    return markdown_table(["target", "round one (2026-11-26)", "this run"], rows)
+    return markdown_table(["target", f"round one ({round1['date']})", "this run"], rows)
 
 
 TABLES = {

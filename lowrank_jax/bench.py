@@ -90,7 +90,10 @@ def compiled_flops(compiled) -> float:
     return float(analysis["flops"])
 
 
-_PRODUCT = re.compile(r"= \w+\[([\d,]+)\]\S* (?:dot|convolution|custom-call)\(")
+# a product's result shape, also the first of a tuple result (a GPU's cuBLAS gemm custom call)
+_PRODUCT = re.compile(
+    r"= \(?\w+\[([\d,]+)\]\S*(?:, \w+\[[\d,]*\]\S*)*\)? (?:dot|convolution|custom-call)\("
+)
 
 
 def frozen_weight_products(compiled, model: nnx.Module, trainable: str) -> list[str]:
@@ -101,7 +104,9 @@ def frozen_weight_products(compiled, model: nnx.Module, trainable: str) -> list[
     parameters should form none for the others. The HLO's dot / convolution /
     custom-call lines with such a result are returned (empty: none formed).
     Shapes that a trainable parameter also has are left out (they would be
-    ambiguous), so the check is only as sharp as the frozen shapes are distinct.
+    ambiguous), so the check is only as sharp as the frozen shapes are distinct
+    from the trainable ones and from the activations' (a [tokens, D] product
+    matches a [D, D] weight when there are D tokens: choose shapes that differ).
     """
     wrt = surgery.trainable_filter(model, trainable)
     trained, frozen = (

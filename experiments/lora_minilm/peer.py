@@ -282,8 +282,8 @@ def _time_method(config, count: int, rounds: int, only=None) -> dict:
     times: dict[str, list[float]] = {name: [] for name in sides}
     for side in sides.values():
         side(count)  # the warm-up (and our compilation) on the spare batch
-    lengths = {b["tokens"].shape[1]: i for i, b in enumerate(cut)}
-    for i in lengths.values():  # every bucket length compiled before timing
+    first_of = {b["tokens"].shape[1]: i for i, b in enumerate(cut)}
+    for i in first_of.values():  # every bucket length compiled before timing
         ours(i, placed_cut)
     for _ in range(rounds):
         for name, side in sides.items():

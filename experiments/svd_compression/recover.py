@@ -16,8 +16,9 @@ held-out reviews, and the trec / reviews linear probes.
 
 An epoch (6,000 sentences) took about 15 minutes here with another run sharing the
 2 cores, and a seed runs up to 12 of them: hours, across sessions. Writes
-``results/recovery.json`` after every seed; with ``--workdir`` every epoch is
-checkpointed, and a stopped run goes on from its last finished epoch.
+``results/recovery.json`` after every epoch (the running seed's curve, with each
+epoch's held-out cosine, under ``running``) and every seed; with ``--workdir``
+every epoch is checkpointed, and a stopped run goes on from its last finished epoch.
 """
 
 from __future__ import annotations
@@ -160,14 +161,18 @@ def main(argv: list[str] | None = None) -> dict:
         ranks = sorted(set(surgery.ranks(model).values()))
         before = np.sum(pretrained.embed(model, tokenizer, held_out) * reference, axis=-1)
 
-        def on_epoch(model, history, seed=seed):
+        def on_epoch(model, history, seed=seed, before=before):
             """The held-out cosine of every epoch (reported, never used to select), and
             the seed's progress in the results file: a run stopped mid-seed leaves its
             curve there (``running``), and the finished seed replaces it."""
             cosine = np.sum(pretrained.embed(model, tokenizer, held_out) * reference, -1)
             history[-1]["held_out_cosine"] = float(cosine.mean())
             if not args.quick:
-                result["running"] = {"seed": seed, "history": history}
+                result["running"] = {
+                    "seed": seed,
+                    "mean_cosine_before": float(before.mean()),
+                    "history": history,
+                }
                 out.write_text(json.dumps(result, indent=1) + "\n")
 
         done = recover(model, config, tokenizer, train, val, val_reference, args, seed, on_epoch)

@@ -298,10 +298,12 @@ def recovery(folder: Path) -> str:
         last = history[-1]
         rows.append(
             [
-                f"{record['running']['seed']} (stopped mid-run)",
+                f"{record['running']['seed']} (unfinished)",
                 "",
-                "",
-                f"{last['held_out_cosine']:.3f} at epoch {last['epoch']}",
+                f"{record['running']['mean_cosine_before']:.3f}",
+                "—"
+                if "held_out_cosine" not in history[best]
+                else f"{history[best]['held_out_cosine']:.3f} at epoch {best}",
                 f"{best} of {last['epoch']} so far",
                 "",
                 "",
@@ -329,17 +331,22 @@ def recovery_answer(folder: Path) -> str:
         f"others and patience {settings['patience']} (at most {settings['max_epochs']} "
         f"epochs), "
     )
-    if not seeds:
+    running = ""
+    if "running" in record:
         history = record["running"]["history"]
-        last = history[-1]
-        best = min(history, key=lambda epoch: epoch["val_loss"])["epoch"]
-        falling = "still falling" if best == last["epoch"] else f"best at epoch {best}"
+        last, best = history[-1]["epoch"], min(history, key=lambda e: e["val_loss"])
+        cosine = best.get("held_out_cosine")
+        running = (
+            f"Seed {record['running']['seed']} had not finished when the results were "
+            f"written: after epoch {last}, its best epoch on validation is {best['epoch']}"
+            + ("" if cosine is None else f", with a held-out mean cosine of {cosine:.3f}")
+            + (", its validation loss still falling. " if best["epoch"] == last else ". ")
+        )
+    if not seeds:
         return prose(
-            text + f"no seed has finished yet: seed {record['running']['seed']} stopped after "
-            f"epoch {last['epoch']} (the session's end) with a held-out mean cosine of "
-            f"{last['held_out_cosine']:.3f}, {target - last['held_out_cosine']:.3f} short of the "
-            f"goal of {target:.2f}, its validation loss {falling}. The goal is **not yet "
-            f"answered**; the probes are measured when a seed finishes."
+            text + "no seed has finished yet, so the goal of "
+            f"{target:.2f} is **not yet answered** (the probes are measured when a seed "
+            f"finishes). " + running
         )
     cosine = interval([s["mean_cosine"] for s in seeds])
     n = settings["probe"]
@@ -357,9 +364,9 @@ def recovery_answer(folder: Path) -> str:
         f"{_plus_minus(cosine)}: the goal "
         f"of {target:.2f} is **{'reached' if cosine['mean'] >= target else 'not reached'}**. "
         f"Probes (mean over seeds; the original's binomial 95% interval over {n:,} test "
-        f"examples): " + "; ".join(probe_text) + "."
+        f"examples): " + "; ".join(probe_text) + ". " + running
     )
-    return prose(text)
+    return prose(text.strip())
 
 
 TABLES = {

@@ -5,8 +5,8 @@ with the same result, computed ``chunk`` tokens at a time and with a backward
 pass that recomputes the features instead of keeping them. Autodiff of the
 plain formula keeps φ(q), φ(k) and their exponents, several [B, N, H, M]
 tensors (64 MiB each at B = 4, N = 4K, H = 4, M = 256), for the backward; here
-the backward keeps q, k, v, the output's denominators and the [B, H, M, K]
-sums, and every [B, chunk, H, M] block is built, used and dropped inside a
+the backward keeps q, k, v, the output (float32) and its denominators, and
+the [B, H, M, K] sums, and every [B, chunk, H, M] block is built, used and dropped inside a
 loop over the sequence, so the memory is O(N·K + H·M·K + chunk·H·M).
 
 The keys' stabiliser (the softmax kernel's one maximum over all real keys and
@@ -26,7 +26,7 @@ from jaxtyping import Array, Bool, Float
 
 STABILIZER = {"softmax": 1e-6, "relu": 1e-3}
 FLOOR = -1e30  # the shift of a padded key: exp(FLOOR - real shift) is 0
-CHUNK = 256  # tokens per block of the sequence loops (fastest of 128-1024 at N = 4K on the CPU)
+CHUNK = 256  # tokens per block of the sequence loops (the fastest tried at N = 4K on the CPU)
 
 
 def projected(x: Float[Array, "B N H K"], features, kernel: str) -> Float[Array, "B N H M"]:
@@ -59,8 +59,13 @@ def _query_phi(q, features, kernel):
 
 
 def _key_phi(k, features, kernel, shift, real):
-    """φ(k) with the keys' stabiliser ``shift`` given; padded keys get 0."""
-    return phi(projected(k, features, kernel), shift, kernel) * real
+    """φ(k) with the keys' stabiliser ``shift`` given; padded keys get 0.
+
+    A padded key's exponent is replaced before the exp (it may lie far above the
+    real keys' maximum: inf · 0 would be NaN, in the value and in its gradient).
+    """
+    exponent = jnp.where(real > 0, projected(k, features, kernel), shift)
+    return phi(exponent, shift, kernel) * real
 
 
 def _blocks(x: Array, size: int) -> Array:

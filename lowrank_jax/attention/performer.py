@@ -88,9 +88,7 @@ def feature_map(
 
     ``features`` None: deterministic (relu kernel only), φ(x) = relu(x) + 0.001.
     """
-    check_choice(kernel, "kernel", KERNELS)
-    if features is None and kernel != "relu":
-        fail("kernel", "'relu' with deterministic features (no random projection)", kernel)
+    _check(features, kernel)
     exponent = projected(x, features, kernel)  # [B, N, H, M]
     shift = None
     if kernel == "softmax" and is_query:  # per query: cancels in the ratio
@@ -104,6 +102,12 @@ def feature_map(
     if mask is not None and not is_query:
         out = out * mask[:, :, None, None]
     return out
+
+
+def _check(features, kernel: str) -> None:
+    check_choice(kernel, "kernel", KERNELS)
+    if features is None and kernel != "relu":
+        fail("kernel", "'relu' with deterministic features (no random projection)", kernel)
 
 
 def _causal_sums(
@@ -161,6 +165,7 @@ def favor(
       >>> favor(x, x, x, random_features(jax.random.key(0), 16, 4), causal=True).shape
       (2, 8, 2, 4)
     """
+    _check(features, kernel)
     if not causal:  # in sequence chunks, the features recomputed in the backward (favor.py)
         return bidirectional(q, k, v, features, mask, kernel)
     phi_q = feature_map(q, features, kernel=kernel, is_query=True)

@@ -280,3 +280,28 @@ def test_chunked_favor_backward_keeps_no_features():
     ours = footprint(lambda q, k, v: chunked.bidirectional(q, k, v, features, chunk=256))
     arrays = 6 * q.nbytes  # q, k, v and their gradients
     assert ours - arrays < 0.35 * (plain - arrays), (ours, plain, arrays)  # 0.23 measured
+
+
+def test_chunked_favor_masked_keys_far_above_the_real_ones_give_finite_gradients():
+    """Padded keys (zeros, exponent 0) can lie far above long real keys' maximum
+    exponent; exp(0 − shift) · 0 must not become inf · 0 = NaN in the backward."""
+    from lowrank_jax.attention import favor as chunked
+
+    q, k, v = _qkv(n=4, k=8)
+    k = k.at[:, :2].multiply(40.0).at[:, 2:].set(0.0)  # two long real keys, two padded
+    mask = jnp.array([[True, True, False, False]] * 2)
+    features = random_features(jax.random.key(1), 16, 8)
+    grads = jax.grad(
+        lambda q, k, v: jnp.sum(chunked.bidirectional(q, k, v, features, mask, chunk=2)),
+        (0, 1, 2),
+    )(q, k, v)
+    assert all(np.isfinite(g).all() for g in grads)
+
+
+def test_favor_checks_its_options_on_both_paths():
+    q, k, v = _qkv(n=4)
+    for causal in (False, True):
+        with pytest.raises(ValueError, match=r"^kernel: must be one of"):
+            performer.favor(q, k, v, None, kernel="Softmax", causal=causal)
+        with pytest.raises(ValueError, match=r"^kernel: must be 'relu' with deterministic"):
+            performer.favor(q, k, v, None, kernel="softmax", causal=causal)

@@ -113,7 +113,9 @@ def test_profile_steps_names_the_field_and_the_range():
 def test_a_lora_step_forms_no_frozen_weight_gradient(trainable):
     """Issue 20, target 3: in the compiled LoRA step no product has the shape of a
     frozen weight ([24, 24], [24, 40], [40, 24] here; LoRA's are [24, 3], [3, 24],
-    the head's [24, 4]); full fine-tuning, the control, forms one per weight shape."""
+    the head's [24, 4]; the activations' [27, ...], 3 × 9 tokens with the class
+    token, so no forward or dX product matches); full fine-tuning, the control,
+    forms one per weight shape."""
     from lowrank_jax import bench, build
     from lowrank_jax.config import load_config
     from lowrank_jax.train import sharding
