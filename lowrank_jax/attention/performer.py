@@ -133,8 +133,9 @@ def _causal_sums(
     exponent = projected(k, features, kernel)
     # each key's own maximum (padded keys: a floor that any real key overrides)
     own = jax.lax.stop_gradient(jnp.max(exponent, axis=-1, keepdims=True))  # [B, N, H, 1]
-    if mask is not None:
+    if mask is not None:  # a padded key's exponent too: exp(x − FLOOR) · 0 would be NaN
         own = jnp.where(mask[:, :, None, None], own, FLOOR)
+        exponent = jnp.where(mask[:, :, None, None], exponent, FLOOR)
     terms = jnp.einsum("bnhm,bnhe->bnhme", jnp.exp(exponent - own), values)
 
     def combine(left, right):

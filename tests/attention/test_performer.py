@@ -305,3 +305,16 @@ def test_favor_checks_its_options_on_both_paths():
             performer.favor(q, k, v, None, kernel="Softmax", causal=causal)
         with pytest.raises(ValueError, match=r"^kernel: must be 'relu' with deterministic"):
             performer.favor(q, k, v, None, kernel="softmax", causal=causal)
+
+
+def test_causal_favor_with_padded_keys_is_finite_everywhere():
+    """Padded positions (at the end) must not turn the prefix sums into NaN."""
+    q, k, v = _qkv(n=6)
+    mask = jnp.array([[True] * 6, [True] * 3 + [False] * 3])
+    features = random_features(jax.random.key(1), 16, 8)
+    out = favor(q, k, v, features, mask, causal=True)
+    assert np.isfinite(out).all()
+    grads = jax.grad(
+        lambda q, k, v: jnp.sum(performer.favor(q, k, v, features, mask, causal=True)), (0, 1, 2)
+    )(q, k, v)
+    assert all(np.isfinite(g).all() for g in grads)
