@@ -127,7 +127,7 @@ def targets(quick: bool) -> list[dict]:
             "5. compiled LoRA step: products with a frozen weight's shape (weight gradients)",
             f"LoRA {mine['lora']['frozen_products']}, full fine-tuning "
             f"{mine['full']['frozen_products']} (the control)",
-            "0 in LoRA's step",
+            "≤ 0 (none in LoRA's step)",
             [("frozen weight products", mine["lora"]["frozen_products"], "<=", 0)],
         )
     )
