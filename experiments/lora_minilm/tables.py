@@ -309,4 +309,6 @@ TABLES = {
     "ours": ours,
     "paper": paper,
     "peer_steps_trec": lambda folder: peer_steps(folder, "trec"),
+    "peer_trec": lambda folder: peer_table(folder, "trec"),
+    "peer_answer_trec": lambda folder: peer_answer(folder, "trec"),
 }
