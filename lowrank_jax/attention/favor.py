@@ -52,7 +52,7 @@ def phi(exponent: Float[Array, "B N H M"], shift, kernel: str) -> Float[Array, "
     return out / math.sqrt(exponent.shape[-1])
 
 
-def _query_phi(q, features, kernel):
+def query_phi(q, features, kernel):
     """φ(q), each query stabilised by its own maximum (it cancels in the ratio)."""
     exponent = projected(q, features, kernel)
     return phi(exponent, jnp.max(exponent, axis=-1, keepdims=True), kernel)
@@ -156,7 +156,7 @@ def _forward(q, k, v, features, real, kernel, size):
     kv, z, shift = _key_sums(k, v, features, real, kernel, size)
 
     def attend(_, q_b):
-        phi_q = _query_phi(q_b, features, kernel)
+        phi_q = query_phi(q_b, features, kernel)
         numerator = jnp.einsum("bnhm,bhmk->bnhk", phi_q, kv)
         denominator = jnp.einsum("bnhm,bhm->bnh", phi_q, z)
         denominator = jnp.where(denominator > 0, denominator, 1.0)  # no real key
@@ -177,7 +177,7 @@ def _backward(kernel, size, saved, g):
     def query_side(carry, block):
         d_kv, d_z = carry
         q_b, d_num_b, d_den_b = block
-        phi_q, pullback = jax.vjp(lambda x: _query_phi(x, features, kernel), q_b)
+        phi_q, pullback = jax.vjp(lambda x: query_phi(x, features, kernel), q_b)
         d_phi = jnp.einsum("bnhk,bhmk->bnhm", d_num_b, kv) + d_den_b[..., None] * z[:, None]
         d_kv = d_kv + jnp.einsum("bnhm,bnhk->bhmk", phi_q, d_num_b)
         d_z = d_z + jnp.einsum("bnhm,bnh->bhm", phi_q, d_den_b)

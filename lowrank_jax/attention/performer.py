@@ -32,7 +32,14 @@ import jax.numpy as jnp
 from flax import nnx
 from jaxtyping import Array, Bool, Float
 
-from lowrank_jax.attention.favor import FLOOR, STABILIZER, bidirectional, phi, projected
+from lowrank_jax.attention.favor import (
+    FLOOR,
+    STABILIZER,
+    bidirectional,
+    phi,
+    projected,
+    query_phi,
+)
 from lowrank_jax.config import check_choice, check_int, fail
 
 KERNELS = ("softmax", "relu")
@@ -89,17 +96,17 @@ def feature_map(
     ``features`` None: deterministic (relu kernel only), φ(x) = relu(x) + 0.001.
     """
     _check(features, kernel)
+    if is_query:  # each query stabilised by its own maximum: it cancels in the ratio
+        return query_phi(x, features, kernel)
     exponent = projected(x, features, kernel)  # [B, N, H, M]
     shift = None
-    if kernel == "softmax" and is_query:  # per query: cancels in the ratio
-        shift = jnp.max(exponent, axis=-1, keepdims=True)
-    elif kernel == "softmax":  # one constant over all real keys and features, per (batch, head)
+    if kernel == "softmax":  # one constant over all real keys and features, per (batch, head)
         real = None if mask is None else mask[:, :, None, None]
         masked = exponent if real is None else jnp.where(real, exponent, -jnp.inf)
         shift = jnp.max(masked, axis=(1, 3), keepdims=True)
         shift = jnp.where(jnp.isfinite(shift), shift, 0.0)
     out = phi(exponent, shift, kernel)
-    if mask is not None and not is_query:
+    if mask is not None:
         out = out * mask[:, :, None, None]
     return out
 
