@@ -11,11 +11,20 @@ the trainer does). The seed sets the order of the distillation sentences. Each
 seed's kept model is measured as ``run.py`` measures: mean and min cosine on the
 held-out reviews, and the trec / reviews linear probes.
 
+Two things make an epoch cheap. The teacher's embedding of every distillation
+sentence is computed once (the batch carries it as ``target``, so the step
+never runs the teacher; the loss is the same). Each epoch's random order is
+sorted by length within windows of ``--window`` batches, the batches then
+shuffled, so a batch pads little: reviews are 27 word pieces on average, and
+a batch of 32 pads to about 60 in a random order, 38 window-sorted (measured on
+the 6,000 sentences). Batches are then of sentences of similar length, still
+in a random order of the seed's.
+
     python experiments/svd_compression/recover.py --workdir runs/svd_recovery
     python experiments/svd_compression/recover.py --quick  # tiny sizes, a minute (tests)
 
-An epoch (6,000 sentences) took about 15 minutes here with another run sharing the
-2 cores, and a seed runs up to 12 of them: hours, across sessions. Writes
+A seed runs up to 12 epochs of 6,000 sentences (each epoch's seconds are in its
+history). Writes
 ``results/recovery.json`` after every epoch (the running seed's curve, with each
 epoch's held-out cosine, under ``running``) and every seed; with ``--workdir``
 every epoch is checkpointed, and a stopped run goes on from its last finished epoch.
@@ -25,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
 import jax
@@ -48,12 +58,34 @@ def _val_loss(model, tokenizer, sentences, reference) -> float:
     )
 
 
+def epoch_batches(rng, lengths: np.ndarray, batch_size: int, window: int) -> list[np.ndarray]:
+    """One epoch's batches of sentence indices: a random order, sorted by length
+    within windows of ``window`` batches (so a batch pads little), the batches
+    then shuffled.
+
+    Example:
+      >>> lengths = np.array([5, 40, 6, 41, 7, 42, 8, 43])
+      >>> batches = epoch_batches(np.random.default_rng(0), lengths, 2, 4)
+      >>> sorted(sorted(lengths[b].tolist()) for b in batches)
+      [[5, 6], [7, 8], [40, 41], [42, 43]]
+    """
+    order, size = rng.permutation(len(lengths)), batch_size * window
+    batches = []
+    for start in range(0, len(order), size):
+        part = order[start : start + size]
+        part = part[np.argsort(lengths[part], kind="stable")]
+        batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
 def recover(
     student, config, tokenizer, train, val, val_reference, args, seed: int, on_epoch=None
 ) -> dict:
     """Epochs of distillation until ``patience`` epochs without a better validation loss.
 
-    ``on_epoch(model, history)`` runs after every epoch, before its checkpoint; it
+    ``train`` is ``(sentences, targets)``: the teacher's embedding [S, D] of each
+    distillation sentence, computed once (the metric is the cosine, so the
+    normalised embedding serves). ``on_epoch(model, history)`` runs after every epoch, before its checkpoint; it
     may add fields to the epoch's entry (``history[-1]``), e.g. a held-out measure.
 
     With ``args.workdir`` every epoch is checkpointed in ``<workdir>/seed<N>`` (the
@@ -62,6 +94,8 @@ def recover(
     """
     run = build.train_state(config, build.single_device_mesh(), student=student)
     state, rng = run.state, np.random.default_rng(seed)
+    sentences, targets = train
+    lengths = np.array([len(e.ids) for e in tokenizer.encode_batch(sentences)])
     best_state = jax.tree.map(jnp.copy, state)  # the step donates state
     kept = Checkpointer(Path(args.workdir) / f"seed{seed}", keep=1) if args.workdir else None
     restored = kept.restore_latest({"state": state, "best": best_state}) if kept else None
@@ -76,14 +110,23 @@ def recover(
     while len(history) <= args.max_epochs and (
         history[-1]["epoch"] - _best(history)["epoch"] < args.patience
     ):
-        epoch, losses = len(history), []
-        order = [train[i] for i in rng.permutation(len(train))]
-        for batch in pretrained.batches(tokenizer, order, config.train.batch_size):
-            placed = sharding.place_batch(batch, run.mesh, len(batch["tokens"]))
+        epoch, losses, began = len(history), [], time.perf_counter()
+        for rows in epoch_batches(rng, lengths, config.train.batch_size, args.window):
+            batch = next(pretrained.batches(tokenizer, [sentences[i] for i in rows], len(rows)))
+            batch["target"] = targets[rows]
+            placed = sharding.place_batch(batch, run.mesh, len(rows))
             state, metrics = run.train_step(state, placed)
             losses.append(float(metrics["loss"]))
         val_loss = _val_loss(run.merge(state), tokenizer, val, val_reference)
-        history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": val_loss})
+        seconds = time.perf_counter() - began
+        history.append(
+            {
+                "epoch": epoch,
+                "train_loss": float(np.mean(losses)),
+                "val_loss": val_loss,
+                "seconds": round(seconds, 1),
+            }
+        )
         if on_epoch:
             on_epoch(run.merge(state), history)
         held_out = history[-1].get("held_out_cosine")
@@ -119,6 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--max-epochs", type=int, default=12)
     parser.add_argument("--patience", type=int, default=2)
     parser.add_argument("--distill", type=int, default=6000, help="distillation sentences")
+    parser.add_argument("--window", type=int, default=8, help="batches sorted by length together")
     parser.add_argument("--val", type=int, default=400, help="validation sentences")
     parser.add_argument("--lr", type=float, default=1e-4, help="Adam, constant (run.py's)")
     parser.add_argument("--sentences", type=int, default=200, help="held out; as many calibrate")
@@ -136,13 +180,14 @@ def main(argv: list[str] | None = None) -> dict:
     pick = [reviews[i] for i in order]
     held_out, calibration = pick[:count], pick[count : 2 * count]
     val = pick[2 * count : 2 * count + args.val]
-    train = pick[2 * count + args.val : 2 * count + args.val + args.distill]
+    distill = pick[2 * count + args.val : 2 * count + args.val + args.distill]
     pattern = RUN.TARGETS["ffn"]
     config = RUN.minilm_config(lr=args.lr, trainable=pattern + r"\..*", batch_size=batch_size)
     original = build.model(config.model, rngs=build.run_rngs(config.seed))
     tokenizer = pretrained.tokenizer_from(pretrained.model_dir(RUN.MODEL))
     reference = pretrained.embed(original, tokenizer, held_out)
     val_reference = pretrained.embed(original, tokenizer, val)
+    train = distill, pretrained.embed(original, tokenizer, distill)  # the teacher's, once
     probes = RUN.Probes(args.probe)
     out = Path(args.out)
     settings = {k: v for k, v in vars(args).items() if k not in ("out", "workdir")}

@@ -15,6 +15,9 @@ run keeps its best checkpoint by.
   are not used. The teacher is ``self`` (this config's model before surgery:
   its encoder and pretrained weights, without LoRA / adapters, as built by
   ``build.model(..., surgery=False)``) or a run directory (its best checkpoint).
+  A batch may carry the teacher's pooled output itself as ``target`` [B, D],
+  computed once beforehand for sentences seen every epoch: the step then never
+  runs the teacher (XLA drops its unused forward).
 """
 
 from __future__ import annotations
@@ -76,7 +79,10 @@ def distillation(train_config) -> Loss:
 
     def loss(model, batch, teacher):
         student = model.pool(batch["tokens"], batch["mask"])
-        target = jax.lax.stop_gradient(teacher.pool(batch["tokens"], batch["mask"]))
+        if "target" in batch:  # precomputed: the teacher's forward is never built
+            target = jax.lax.stop_gradient(batch["target"])
+        else:
+            target = jax.lax.stop_gradient(teacher.pool(batch["tokens"], batch["mask"]))
         cosine = jnp.sum(_unit(student) * _unit(target), axis=-1)  # [B]
         if metric == "cosine":
             return 1.0 - cosine, {"cosine": cosine}

@@ -67,3 +67,18 @@ def test_recovery_quick_form_keeps_the_best_validation_epoch(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "seed 1: resuming after epoch" in printed and " epoch 1: train" not in printed
     assert again["seeds"] == result["seeds"]  # the same history, and the same best model kept
+
+
+def test_recovery_epochs_cover_every_sentence_once_in_batches_of_similar_length():
+    import numpy as np
+
+    epoch_batches = load_module(RUN.with_name("recover.py")).epoch_batches
+    lengths = np.random.default_rng(1).integers(5, 200, 1000)
+    batches = epoch_batches(np.random.default_rng(0), lengths, 32, 8)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(1000))  # each once
+    assert [len(b) for b in batches].count(32) == 31  # and the remainder, 8
+    again = epoch_batches(np.random.default_rng(0), lengths, 32, 8)
+    assert all((a == b).all() for a, b in zip(batches, again, strict=True))  # the seed's order
+    plain = epoch_batches(np.random.default_rng(0), lengths, 32, 1)  # window 1: random batches
+    longest = {w: np.mean([lengths[b].max() for b in bs]) for w, bs in ((8, batches), (1, plain))}
+    assert longest[8] < 0.8 * longest[1]
