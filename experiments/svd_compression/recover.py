@@ -85,8 +85,9 @@ def recover(
 
     ``train`` is ``(sentences, targets)``: the teacher's embedding [S, D] of each
     distillation sentence, computed once (the metric is the cosine, so the
-    normalised embedding serves). ``on_epoch(model, history)`` runs after every epoch, before its checkpoint; it
-    may add fields to the epoch's entry (``history[-1]``), e.g. a held-out measure.
+    normalised embedding serves). ``on_epoch(model, history)`` runs after every
+    epoch, before its checkpoint; it may add fields to the epoch's entry
+    (``history[-1]``), e.g. a held-out measure.
 
     With ``args.workdir`` every epoch is checkpointed in ``<workdir>/seed<N>`` (the
     state, the best epoch's state, the history and the order's random state, in one
