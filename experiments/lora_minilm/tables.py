@@ -311,4 +311,5 @@ TABLES = {
     "peer_steps_trec": lambda folder: peer_steps(folder, "trec"),
     "peer_trec": lambda folder: peer_table(folder, "trec"),
     "peer_answer_trec": lambda folder: peer_answer(folder, "trec"),
+    "peer_epoch_trec": lambda folder: peer_epoch(folder, "trec"),
 }
