@@ -380,4 +380,6 @@ TABLES = {
     "budget": budget,
     "budget_answer": budget_answer,
     "budget_probes": budget_probes,
+    "recovery": recovery,
+    "recovery_answer": recovery_answer,
 }
