@@ -234,7 +234,8 @@ def time_steps(
     alternate the sides, so a slow minute hits every side; each figure is the
     median over its timed steps (a first step on a spare batch, which compiles
     or warms up, and one per bucket length, are not timed). ``sides``: a subset
-    of ours, ours_buckets, peft_dynamic, peft_fixed (default all).
+    of ours, ours_buckets, peft_dynamic, peft_fixed, peft_buckets (the peer on
+    our bucketed batches: the same shapes on both sides) (default the first four).
     """
     import torch
 
@@ -269,7 +270,7 @@ def _time_method(config, count: int, rounds: int, only=None) -> dict:
         state["now"], metrics = run.train_step(state["now"], batches[i])
         jax.block_until_ready(metrics)
 
-    def theirs(i: int, dynamic: bool) -> None:
+    def theirs(i: int, dynamic: bool, batches=batches) -> None:
         peer.step(*(batches[i][k] for k in ("tokens", "mask", "label")), dynamic=dynamic)
 
     sides = {
@@ -277,8 +278,10 @@ def _time_method(config, count: int, rounds: int, only=None) -> dict:
         "ours_buckets": lambda i: ours(i, placed_cut),
         "peft_dynamic": lambda i: theirs(i, True),
         "peft_fixed": lambda i: theirs(i, False),
+        "peft_buckets": lambda i: theirs(i, False, cut),  # our shapes: the frameworks alone
     }
-    sides = {name: side for name, side in sides.items() if only is None or name in only}
+    only = only or ("ours", "ours_buckets", "peft_dynamic", "peft_fixed")
+    sides = {name: side for name, side in sides.items() if name in only}
     times: dict[str, list[float]] = {name: [] for name in sides}
     for side in sides.values():
         side(count)  # the warm-up (and our compilation) on the spare batch
@@ -377,7 +380,8 @@ def main(argv: list[str] | None = None) -> None:
         "--epoch",
         action="store_true",
         help="time one whole training epoch, ours in length buckets against peft's dynamic "
-        "padding, same batches (quiet machine); writes results/peer_<task>_epoch.json",
+        "padding and peft on our buckets, same batches (quiet machine); writes "
+        "results/peer_<task>_epoch.json",
     )
     args = parser.parse_args(argv)
     if args.epoch:
@@ -389,7 +393,7 @@ def main(argv: list[str] | None = None) -> None:
             args.threads,
             batches - 1,
             1,
-            sides=("ours_buckets", "peft_dynamic"),
+            sides=("ours_buckets", "peft_dynamic", "peft_buckets"),
         )
         out = Path(args.out) / f"peer_{args.task}_epoch.json"
         out.write_text(json.dumps(record, indent=1) + "\n")

@@ -176,3 +176,21 @@ def test_peer_table_and_answer_read_both_sides(tmp_path):
     assert "within or above peft's 95% interval on 1 of the 2 rows" in answer
     assert "-4.0 points ours, -2.0 peft" in answer and "not met by ours, not met by peft" in answer
     assert "epoch 3, 3, 2 (ours, one per seed) and 3, 3, 3 (peft) of 3" in answer
+
+
+def test_peer_epoch_table_separates_the_frameworks_from_the_padding(tmp_path):
+    tables = _load(ROOT / "experiments" / "lora_minilm" / "tables.py")
+    timed = {
+        "ours_buckets_total_s": 90.0,
+        "peft_dynamic_total_s": 60.0,
+        "peft_buckets_total_s": 100.0,
+        "mean_longest": 25.0,
+        "mean_bucket": 35.0,
+        "buckets": [16, 32, 64],
+    }
+    record = {"threads": 2, "batches": 10, "methods": {"full": timed}}
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "peer_trec_epoch.json").write_text(json.dumps(record))
+    row = tables.peer_epoch(tmp_path, "trec").splitlines()[2]
+    # ours 1.5x the peer's dynamic padding (falls short) but 0.9x the peer on the same shapes
+    assert row == "| full fine-tuning | 90.0 | 60.0 | 100.0 | 1.50× | 0.90× | falls short |"
