@@ -273,7 +273,8 @@ def peer_steps(folder: Path, task: str) -> str:
 
 
 def peer_epoch(folder: Path, task: str) -> str:
-    """One training epoch each side (``peer.py --epoch``): ours in buckets, peft dynamic."""
+    """One training epoch each side (``peer.py --epoch``): ours in buckets, peft with its
+    dynamic padding, and peft on our bucketed batches (the same shapes as ours)."""
     record = json.loads((folder / "results" / f"peer_{task}_epoch.json").read_text())
     rows = []
     for method, timed in record["methods"].items():
@@ -307,7 +308,9 @@ def peer_epoch(folder: Path, task: str) -> str:
             f"One epoch of {task}'s training split: {record['batches']} of its "
             f"{record['batches'] + 1} batches of 32 timed (the other warms each side up; "
             f"every bucket length is compiled before the timing), the same batches on both "
-            f"sides, {record['threads']} threads, nothing else running. Batches average "
+            f"sides, one after the other, {record['threads']} threads, nothing else running; "
+            f"one run (n = {record['rounds']}), so differences of a few percent are within "
+            f"the machine's drift between runs. Batches average "
             f"{first['mean_longest']:.1f} word pieces at their longest (peft's padded "
             f"length) and {first['mean_bucket']:.1f} in our buckets "
             f"({', '.join(map(str, first['buckets']))}). The peer on our bucketed batches "

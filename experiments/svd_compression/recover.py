@@ -23,11 +23,13 @@ in a random order of the seed's.
     python experiments/svd_compression/recover.py --workdir runs/svd_recovery
     python experiments/svd_compression/recover.py --quick  # tiny sizes, a minute (tests)
 
-A seed runs up to 12 epochs of 6,000 sentences (each epoch's seconds are in its
-history). Writes
+A seed runs up to 12 epochs of 6,000 sentences (each epoch's wall seconds,
+validation and the first epoch's compilations included, are in its history). Writes
 ``results/recovery.json`` after every epoch (the running seed's curve, with each
 epoch's held-out cosine, under ``running``) and every seed; with ``--workdir``
-every epoch is checkpointed, and a stopped run goes on from its last finished epoch.
+every epoch is checkpointed, and a stopped run goes on from its last finished epoch;
+a rerun with a larger ``--max-epochs`` goes on from the checkpoints of a run that
+the cap ended (any other changed setting is refused: its epochs would differ).
 """
 
 from __future__ import annotations
@@ -93,8 +95,10 @@ def recover(
     state, the best epoch's state, the history and the order's random state, in one
     checkpoint), so a stopped run goes on from its last finished epoch, bit for bit.
     """
+    assert config.train.distillation.metric == "cosine"  # the targets are normalised
     run = build.train_state(config, build.single_device_mesh(), student=student)
     state, rng = run.state, np.random.default_rng(seed)
+    settings = {k: v for k, v in vars(args).items() if k not in ("out", "workdir")}
     sentences, targets = train
     lengths = np.array([len(e.ids) for e in tokenizer.encode_batch(sentences)])
     best_state = jax.tree.map(jnp.copy, state)  # the step donates state
@@ -105,6 +109,11 @@ def recover(
         history = [{"epoch": 0, "train_loss": None, "val_loss": before}]
     else:
         _, both, progress = restored
+        if _run_of(progress.get("settings", settings)) != _run_of(settings):
+            raise SystemExit(
+                f"--workdir: {kept.directory} holds seed {seed} of a run with other settings "
+                f"({progress['settings']}); use another --workdir"
+            )
         state, best_state, history = both["state"], both["best"], progress["history"]
         rng.bit_generator.state = progress["rng"]
         print(f"seed {seed}: resuming after epoch {history[-1]['epoch']}")
@@ -139,7 +148,7 @@ def recover(
         if _best(history)["epoch"] == epoch:
             best_state = jax.tree.map(jnp.copy, state)  # the step donates state
         if kept:
-            progress = {"history": history, "rng": rng.bit_generator.state}
+            progress = {"history": history, "rng": rng.bit_generator.state, "settings": settings}
             kept.save(epoch, {"state": state, "best": best_state}, progress)
     if kept:
         kept.close()
@@ -148,6 +157,13 @@ def recover(
         "best_epoch": _best(history)["epoch"],
         "history": history,
     }
+
+
+def _run_of(settings: dict) -> dict:
+    """The settings an epoch's result depends on: not ``max_epochs`` or ``patience``,
+    which only decide when to stop, so a longer run goes on from a shorter one's
+    checkpoints (older checkpoints hold no settings, and are taken as this run's)."""
+    return {k: v for k, v in settings.items() if k not in ("max_epochs", "patience")}
 
 
 def _best(history: list[dict]) -> dict:
@@ -160,7 +176,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--budget", type=float, default=0.5, help="of the FFN parameters")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--max-epochs", type=int, default=12)
+    parser.add_argument("--max-epochs", type=int, help="the cap (default 12; 2 with --quick)")
     parser.add_argument("--patience", type=int, default=2)
     parser.add_argument("--distill", type=int, default=6000, help="distillation sentences")
     parser.add_argument("--window", type=int, default=8, help="batches sorted by length together")
@@ -171,9 +187,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", default=str(HERE / "results" / "recovery.json"))
     parser.add_argument("--workdir", help="checkpoint every epoch here (a stopped run goes on)")
     args = parser.parse_args(argv)
+    args.max_epochs = args.max_epochs or (2 if args.quick else 12)
+    if args.window < 1:
+        parser.error(f"--window: must be a whole number of batches >= 1, got {args.window}")
     count, batch_size = args.sentences, 32
     if args.quick:
-        count, batch_size, args.seeds, args.max_epochs = 16, 16, 2, 2
+        count, batch_size, args.seeds = 16, 16, 2
         args.distill, args.val, args.probe = 32, 16, 32
 
     reviews, _ = text.read("reviews")

@@ -364,9 +364,25 @@ def recovery_answer(folder: Path) -> str:
         f"{_plus_minus(cosine)}: the goal "
         f"of {target:.2f} is **{'reached' if cosine['mean'] >= target else 'not reached'}**. "
         f"Probes (mean over seeds; the original's binomial 95% interval over {n:,} test "
-        f"examples): " + "; ".join(probe_text) + ". " + running
+        f"examples): " + "; ".join(probe_text) + ". " + _capped(seeds, settings) + running
     )
     return prose(text.strip())
+
+
+def _capped(seeds: list[dict], settings: dict) -> str:
+    """Whether the epoch cap, not the patience, ended the finished seeds, and how much
+    their validation loss still fell over their last 3 epochs."""
+    capped = [s for s in seeds if s["best_epoch"] == len(s["history"]) - 1]
+    if not capped:
+        return "Every seed stopped on its patience, its validation loss no longer falling. "
+    falls = [s["history"][-4]["val_loss"] - s["history"][-1]["val_loss"] for s in capped]
+    first = [s["history"][0]["val_loss"] - s["history"][1]["val_loss"] for s in capped]
+    return (
+        f"In {len(capped)} of {len(seeds)} seeds the cap of {settings['max_epochs']} epochs "
+        f"ended the run, its last epoch the best on validation: the validation loss still "
+        f"fell, by at most {max(falls):.4f} over the last 3 epochs (by at least "
+        f"{min(first):.4f} in the first). "
+    )
 
 
 TABLES = {

@@ -188,7 +188,7 @@ def test_peer_epoch_table_separates_the_frameworks_from_the_padding(tmp_path):
         "mean_bucket": 35.0,
         "buckets": [16, 32, 64],
     }
-    record = {"threads": 2, "batches": 10, "methods": {"full": timed}}
+    record = {"threads": 2, "batches": 10, "rounds": 1, "methods": {"full": timed}}
     (tmp_path / "results").mkdir()
     (tmp_path / "results" / "peer_trec_epoch.json").write_text(json.dumps(record))
     row = tables.peer_epoch(tmp_path, "trec").splitlines()[2]

@@ -67,6 +67,12 @@ def test_recovery_quick_form_keeps_the_best_validation_epoch(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "seed 1: resuming after epoch" in printed and " epoch 1: train" not in printed
     assert again["seeds"] == result["seeds"]  # the same history, and the same best model kept
+    with pytest.raises(SystemExit, match="other settings"):  # never mixes two runs' epochs
+        recover.main(["--quick", "--workdir", str(tmp_path), "--window", "2"])
+    longer = recover.main(["--quick", "--workdir", str(tmp_path), "--max-epochs", "3"])
+    for seed, before in zip(longer["seeds"], result["seeds"], strict=True):
+        assert seed["history"][:3] == before["history"]  # a longer cap goes on from epoch 2
+        assert len(seed["history"]) == (4 if before["best_epoch"] else 3)  # or patience ends
 
 
 def test_recovery_epochs_cover_every_sentence_once_in_batches_of_similar_length():
