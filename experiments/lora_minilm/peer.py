@@ -46,6 +46,7 @@ from lowrank_jax.stats import interval
 from lowrank_jax.sweep import apply_point, point_name
 
 HERE = Path(__file__).parent
+FINE = 8  # --epoch also times ours in buckets of every FINE word pieces
 CONFIG = HERE.parents[1] / "configs" / "lora_minilm.py"
 # peft's names for our targets: BertModel's linear layers (W_q, W_v / every linear layer)
 PEFT_TARGETS = {
@@ -235,7 +236,8 @@ def time_steps(
     median over its timed steps (a first step on a spare batch, which compiles
     or warms up, and one per bucket length, are not timed). ``sides``: a subset
     of ours, ours_buckets, peft_dynamic, peft_fixed, peft_buckets (the peer on
-    our bucketed batches: the same shapes on both sides) (default the first four).
+    our bucketed batches: the same shapes on both sides) and ours_fine (ours in
+    buckets every ``FINE`` word pieces) (default the first four).
     """
     import torch
 
@@ -264,6 +266,9 @@ def _time_method(config, count: int, rounds: int, only=None) -> dict:
     lengths = tuple(config.data.buckets)
     cut = [buckets.trim(b, lengths, config.data.max_len) for b in batches]
     placed_cut = [sharding.place_batch(b, run.mesh, size) for b in cut]
+    fine = tuple(range(FINE, config.data.max_len, FINE))  # and max_len
+    cut_fine = [buckets.trim(b, fine, config.data.max_len) for b in batches]
+    placed_fine = [sharding.place_batch(b, run.mesh, size) for b in cut_fine]
     peer = Peer(config)
 
     def ours(i: int, batches=placed) -> None:
@@ -276,6 +281,7 @@ def _time_method(config, count: int, rounds: int, only=None) -> dict:
     sides = {
         "ours": ours,
         "ours_buckets": lambda i: ours(i, placed_cut),
+        "ours_fine": lambda i: ours(i, placed_fine),  # buckets every FINE word pieces
         "peft_dynamic": lambda i: theirs(i, True),
         "peft_fixed": lambda i: theirs(i, False),
         "peft_buckets": lambda i: theirs(i, False, cut),  # our shapes: the frameworks alone
@@ -285,9 +291,12 @@ def _time_method(config, count: int, rounds: int, only=None) -> dict:
     times: dict[str, list[float]] = {name: [] for name in sides}
     for side in sides.values():
         side(count)  # the warm-up (and our compilation) on the spare batch
-    first_of = {b["tokens"].shape[1]: i for i, b in enumerate(cut)}
-    for i in first_of.values():  # every bucket length compiled before timing
-        ours(i, placed_cut)
+    for cuts, placed_cuts in [(cut, placed_cut)] + [(cut_fine, placed_fine)] * (
+        "ours_fine" in sides
+    ):
+        first_of = {b["tokens"].shape[1]: i for i, b in enumerate(cuts)}
+        for i in first_of.values():  # every bucket length compiled before timing
+            ours(i, placed_cuts)
     for _ in range(rounds):
         for name, side in sides.items():
             for i in range(count):
@@ -309,6 +318,8 @@ def _time_method(config, count: int, rounds: int, only=None) -> dict:
         "mean_longest": float(np.mean([b["mask"].sum(1).max() for b in batches[:count]])),
         "buckets": list(lengths),
         "mean_bucket": float(np.mean([b["tokens"].shape[1] for b in cut[:count]])),
+        "fine_buckets": [*fine, int(config.data.max_len)],
+        "mean_fine_bucket": float(np.mean([b["tokens"].shape[1] for b in cut_fine[:count]])),
     }
     print(json.dumps(record), file=sys.stderr, flush=True)
     return record
@@ -379,9 +390,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--epoch",
         action="store_true",
-        help="time one whole training epoch, ours in length buckets against peft's dynamic "
-        "padding and peft on our buckets, same batches (quiet machine); writes "
-        "results/peer_<task>_epoch.json",
+        help="time one whole training epoch, ours in length buckets (the config's, and every "
+        f"{FINE} word pieces) against peft's dynamic padding and peft on our buckets, same "
+        "batches (quiet machine); writes results/peer_<task>_epoch.json",
     )
     args = parser.parse_args(argv)
     if args.epoch:
@@ -393,7 +404,7 @@ def main(argv: list[str] | None = None) -> None:
             args.threads,
             batches - 1,
             1,
-            sides=("ours_buckets", "peft_dynamic", "peft_buckets"),
+            sides=("ours_buckets", "ours_fine", "peft_dynamic", "peft_buckets"),
         )
         out = Path(args.out) / f"peer_{args.task}_epoch.json"
         out.write_text(json.dumps(record, indent=1) + "\n")

@@ -279,30 +279,36 @@ def peer_epoch(folder: Path, task: str) -> str:
     rows = []
     for method, timed in record["methods"].items():
         ours, peft = timed["ours_buckets_total_s"], timed["peft_dynamic_total_s"]
+        fine = timed["ours_fine_total_s"]  # ours in buckets every few word pieces
         same = timed["peft_buckets_total_s"]  # the peer on our bucketed batches
         rows.append(
             [
                 PEER_LABELS[method],
                 f"{ours:.1f}",
+                f"{fine:.1f}",
                 f"{peft:.1f}",
                 f"{same:.1f}",
                 f"{ours / peft:.2f}×",
+                f"{fine / peft:.2f}×",
                 f"{ours / same:.2f}×",
-                "pass" if ours <= peft else "falls short",
+                "pass" if min(ours, fine) <= peft else "falls short",
             ]
         )
     first = next(iter(record["methods"].values()))
+    step = first["fine_buckets"][0]
     header = [
         "method",
         "ours s (buckets)",
+        f"ours s (every {step})",
         "peft s (dynamic)",
         "peft s (our buckets)",
         "ours / peft (dynamic)",
+        f"ours every {step} / peft (dynamic)",
         "ours / peft (same shapes)",
-        "goal ≤ 1.0× dynamic",
+        "goal ≤ 1.0× dynamic (our better)",
     ]
     return (
-        markdown_table(header, rows, "lrrrrrl")
+        markdown_table(header, rows, "lrrrrrrrl")
         + "\n\n"
         + prose(
             f"One epoch of {task}'s training split: {record['batches']} of its "
@@ -313,7 +319,9 @@ def peer_epoch(folder: Path, task: str) -> str:
             f"the machine's drift between runs. Batches average "
             f"{first['mean_longest']:.1f} word pieces at their longest (peft's padded "
             f"length) and {first['mean_bucket']:.1f} in our buckets "
-            f"({', '.join(map(str, first['buckets']))}). The peer on our bucketed batches "
+            f"({', '.join(map(str, first['buckets']))}), {first['mean_fine_bucket']:.1f} in "
+            f"buckets every {step} ({', '.join(map(str, first['fine_buckets']))}; one more "
+            f"compiled step per bucket). The peer on our bucketed batches "
             f"separates the two costs: ours / peft (same shapes) is the frameworks', "
             f"peft (our buckets) / peft (dynamic) the coarser padding's.",
             76,
