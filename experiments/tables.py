@@ -159,7 +159,7 @@ def svd_compression(folder: Path) -> str:
     seeds, cap = recovery["seeds"], recovery["settings"]["max_epochs"]
     best = max([at["recovered"], *(s["mean_cosine"] for s in seeds)])
     longer = (
-        f", distilled for up to {cap} epochs with early stopping on validation "
+        f", distilled for up to {cap} epochs, the best validation epoch kept, "
         f"{_mean(seeds, 'mean_cosine')} (n = {len(seeds)} seeds)"
         if seeds
         else ""

@@ -371,17 +371,25 @@ def recovery_answer(folder: Path) -> str:
 
 def _capped(seeds: list[dict], settings: dict) -> str:
     """Whether the epoch cap, not the patience, ended the finished seeds, and how much
-    their validation loss still fell over their last 3 epochs."""
-    capped = [s for s in seeds if s["best_epoch"] == len(s["history"]) - 1]
+    their best validation loss still fell over their last 3 epochs."""
+    last = settings["max_epochs"]
+    capped = [
+        s
+        for s in seeds
+        if len(s["history"]) - 1 == last and last - s["best_epoch"] < settings["patience"]
+    ]
     if not capped:
         return "Every seed stopped on its patience, its validation loss no longer falling. "
-    falls = [s["history"][-4]["val_loss"] - s["history"][-1]["val_loss"] for s in capped]
+
+    def best_until(history: list[dict], epoch: int) -> float:
+        return min(h["val_loss"] for h in history[: epoch + 1])
+
+    falls = [best_until(s["history"], last - 3) - best_until(s["history"], last) for s in capped]
     first = [s["history"][0]["val_loss"] - s["history"][1]["val_loss"] for s in capped]
     return (
-        f"In {len(capped)} of {len(seeds)} seeds the cap of {settings['max_epochs']} epochs "
-        f"ended the run, its last epoch the best on validation: the validation loss still "
-        f"fell, by at most {max(falls):.4f} over the last 3 epochs (by at least "
-        f"{min(first):.4f} in the first). "
+        f"In {len(capped)} of {len(seeds)} seeds the cap of {last} epochs, not the patience, "
+        f"ended the run: the best validation loss still fell, by at most {max(falls):.4f} "
+        f"over the last 3 epochs (by at least {min(first):.4f} in the first). "
     )
 
 
