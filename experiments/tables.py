@@ -11,6 +11,7 @@ from pathlib import Path
 from types import ModuleType
 
 from lowrank_jax.config import load_module
+from lowrank_jax.stats import interval
 from lowrank_jax.tables import markdown_rows, markdown_table, prose, read_csv, span
 
 
@@ -160,7 +161,7 @@ def svd_compression(folder: Path) -> str:
     best = max([at["recovered"], *(s["mean_cosine"] for s in seeds)])
     longer = (
         f", distilled for up to {cap} epochs, the best validation epoch kept, "
-        f"{_mean(seeds, 'mean_cosine')} (n = {len(seeds)} seeds)"
+        f"{interval([s['mean_cosine'] for s in seeds])['mean']:.3f} (n = {len(seeds)} seeds)"
         if seeds
         else ""
     )
@@ -172,10 +173,6 @@ def svd_compression(folder: Path) -> str:
     )
 
 
-def _mean(rows: list[dict], key: str) -> str:
-    return f"{sum(r[key] for r in rows) / len(rows):.3f}"
-
-
 def lora_minilm(folder: Path) -> str:
     table = _json(folder / "lora_minilm" / "results" / "table.json")
     first = next(iter(table.values()))
@@ -184,12 +181,10 @@ def lora_minilm(folder: Path) -> str:
         f"{first[label]['optimizer_state_bytes'] / full:.1%}"
         for label in ("LoRA R=64 (W_q, W_v)", "LoRA R=8 (all linear)")
     )
-    peer = _json(folder / "lora_minilm" / "results" / "peer_trec.json")["methods"]
-    within = sum(
-        row["ours"]["test_accuracy"]["mean"]
-        >= row["peft"]["test_accuracy"]["mean"] - row["peft"]["test_accuracy"]["ci95"]
-        for row in peer.values()
+    peer = _tables(folder, "lora_minilm").peer_verdicts(
+        _json(folder / "lora_minilm" / "results" / "peer_trec.json")
     )
+    within = sum(verdict in ("within", "above") for verdict in peer.values())
     return (
         f"CPU scale ({first['full fine-tuning']['steps']} steps): LoRA R = 64 on W_q, W_v and "
         f"R = 8 on all linear layers match full fine-tuning on both tasks with {shares} of its "

@@ -154,16 +154,21 @@ def peer_table(folder: Path, task: str) -> str:
     return markdown_table(header, rows, "lrrrcc" + "r" * 4)
 
 
+def peer_verdicts(record: dict) -> dict[str, str]:
+    """Ours against peft's 95% interval (above, within, below), per method of a
+    ``results/peer_<task>.json`` record measured on both sides."""
+    return {
+        m: _against(r["ours"], r["peft"])
+        for m, r in record["methods"].items()
+        if r["ours"]["test_accuracy"] and r["peft"]["test_accuracy"]
+    }
+
+
 def peer_answer(folder: Path, task: str) -> str:
     """The reading of the peer table: ours against peft's interval, LoRA against full."""
     record = json.loads((folder / "results" / f"peer_{task}.json").read_text())
-    methods = record["methods"]
-    done = {
-        m: r
-        for m, r in methods.items()
-        if r["ours"]["test_accuracy"] and r["peft"]["test_accuracy"]
-    }
-    verdicts = {m: _against(r["ours"], r["peft"]) for m, r in done.items()}
+    verdicts = peer_verdicts(record)
+    done = {m: record["methods"][m] for m in verdicts}
     kept = sum(v in ("within", "above") for v in verdicts.values())
     parts = [
         f"Ours is within or above peft's 95% interval on {kept} of the {len(done)} rows "
