@@ -1,4 +1,4 @@
-"""Intervals over seeds: a sample's mean with its 95% interval, and a difference's."""
+"""Intervals over seeds (a sample's mean, a difference's) and the verdicts read from them."""
 
 from __future__ import annotations
 
@@ -41,11 +41,88 @@ def difference(values: list[float], reference: list[float]) -> dict:
       >>> {k: round(v, 3) for k, v in difference([3.0, 4.0, 5.0], [1.0, 2.0, 3.0]).items()}
       {'mean': 2.0, 'ci95': 2.267}
     """
-    mean = float(np.mean(values) - np.mean(reference))
-    if len(values) < 2 or len(reference) < 2:
+    return welch(interval(values), interval(reference))
+
+
+def welch(sample: dict, reference: dict) -> dict:
+    """``difference`` from two samples' summaries (``interval``'s mean, std and n), for
+    results files that keep the summary of each side instead of its values."""
+    mean = sample["mean"] - reference["mean"]
+    if sample["n"] < 2 or reference["n"] < 2:
         return {"mean": mean, "ci95": None}
-    a, b = (np.var(x, ddof=1) / len(x) for x in (values, reference))
+    a, b = (x["std"] ** 2 / x["n"] for x in (sample, reference))
     if a + b == 0:
         return {"mean": mean, "ci95": 0.0}
-    dof = (a + b) ** 2 / (a**2 / (len(values) - 1) + b**2 / (len(reference) - 1))
+    dof = (a + b) ** 2 / (a**2 / (sample["n"] - 1) + b**2 / (reference["n"] - 1))
     return {"mean": mean, "ci95": float(scipy.stats.t.ppf(0.975, dof) * math.sqrt(a + b))}
+
+
+def goal_verdict(values: list[float], goal: float) -> str:
+    """Whether a goal on the mean is met: the one rule every generated table uses.
+
+    ``"reached"`` when the lower end of the 95% interval of the mean is at or above
+    ``goal``; ``"not reached"`` when its upper end is below it; otherwise
+    ``"undecided"``. One value has no interval: ``"undecided (n = 1)"``.
+
+    Example:
+      >>> goal_verdict([0.97, 0.971, 0.972], 0.95), goal_verdict([0.94, 0.942, 0.943], 0.95)
+      ('reached', 'not reached')
+      >>> goal_verdict([0.90, 0.99], 0.95), goal_verdict([0.99], 0.95)
+      ('undecided', 'undecided (n = 1)')
+    """
+    stats = interval(values)
+    if stats["ci95"] is None:
+        return "undecided (n = 1)"
+    if stats["mean"] - stats["ci95"] >= goal:
+        return "reached"
+    return "not reached" if stats["mean"] + stats["ci95"] < goal else "undecided"
+
+
+def equivalence(sample: dict, reference: dict, margin: float) -> dict:
+    """How a sample compares with a reference (two ``interval`` summaries over seeds).
+
+    Returns ``{"verdict", "low", "high"}``: the ends of Welch's 95% interval of the
+    difference of the means (``welch``; None without one) and the verdict:
+    ``"matches"`` when that interval lies inside ``[-margin, margin]`` (an
+    equivalence margin chosen before the runs); else ``"lower"`` / ``"higher"``
+    when it excludes 0; else ``"no difference detected"``. A sample of one value
+    has no interval and is never called a match: ``"n = 1"``.
+
+    Example:
+      >>> full = interval([0.90, 0.91, 0.92])
+      >>> equivalence(interval([0.909, 0.911, 0.91]), interval([0.91, 0.909, 0.911]),
+      ...             0.01)["verdict"]
+      'matches'
+      >>> [equivalence(interval(v), full, 0.01)["verdict"]
+      ...  for v in ([0.80, 0.81, 0.82], [0.85, 0.95, 0.90], [0.9])]
+      ['lower', 'no difference detected', 'n = 1']
+    """
+    diff = welch(sample, reference)
+    if diff["ci95"] is None:
+        return {"verdict": "n = 1", "low": None, "high": None}
+    low, high = diff["mean"] - diff["ci95"], diff["mean"] + diff["ci95"]
+    if -margin <= low and high <= margin:
+        verdict = "matches"
+    elif high < 0 or low > 0:
+        verdict = "lower" if high < 0 else "higher"
+    else:
+        verdict = "no difference detected"
+    return {"verdict": verdict, "low": low, "high": high}
+
+
+def equivalence_text(result: dict, margin: float, scale: float = 100, unit: str = "points") -> str:
+    """``equivalence``'s result as a phrase: the verdict, the interval, the margin.
+
+    Example:
+      >>> equivalence_text({"verdict": "no difference detected", "low": -0.033, "high": 0.045},
+      ...                  0.01)
+      'no difference detected (difference -3.3 to +4.5 points)'
+      >>> equivalence_text({"verdict": "matches", "low": -0.004, "high": 0.006}, 0.01)
+      'matches (difference -0.4 to +0.6 points, inside the margin of ±1.0)'
+    """
+    if result["low"] is None:
+        return "not compared (n = 1)"
+    span = f"difference {result['low'] * scale:+.1f} to {result['high'] * scale:+.1f} {unit}"
+    if result["verdict"] == "matches":
+        return f"matches ({span}, inside the margin of ±{margin * scale:.1f})"
+    return f"{result['verdict']} ({span})"

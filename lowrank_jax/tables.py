@@ -292,6 +292,26 @@ def counts_note(runs: list[dict[str, str]], examples: str, source: str) -> str:
     )
 
 
+def load_note(load: dict | None) -> str:
+    """What a timing's results file recorded of the machine's load, as a phrase.
+
+    ``load`` is ``{"before": os.getloadavg(), "after": os.getloadavg()}`` taken around
+    the measurements (1-, 5- and 15-minute averages); files written before timings
+    recorded it have none.
+
+    >>> load_note({"before": [0.12, 0.3, 0.2], "after": [1.96, 0.9, 0.4]})
+    'load average (1 min) 0.12 before the timing, 1.96 after'
+    >>> load_note(None)
+    'load not recorded'
+    """
+    if not load:
+        return "load not recorded"
+    return (
+        f"load average (1 min) {load['before'][0]:.2f} before the timing, "
+        f"{load['after'][0]:.2f} after"
+    )
+
+
 def read_csv(path: Path) -> list[dict[str, str]]:
     """The rows of a CSV file with a header line, as dicts of strings."""
     with open(path, newline="") as file:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import sys
 import time
@@ -226,7 +227,8 @@ def run(task: str, method: str, seed: int, threads: int, steps: int = 0) -> dict
 def time_steps(
     task: str, methods: list[str], threads: int, count: int, rounds: int, sides=None
 ) -> dict:
-    """Each side's training step on the same ``count`` training batches, quiet machine.
+    """Each side's training step on the same ``count`` training batches (the record keeps
+    the machine's load averages before and after, ``load``).
 
     Ours: the trainer's jitted step (``build.train_state``) at our fixed N, and
     with length buckets (each batch cut to the smallest of ``data.buckets`` that
@@ -242,10 +244,17 @@ def time_steps(
     import torch
 
     torch.set_num_threads(threads)
+    load_before = list(os.getloadavg())
     methods_times = {
         method: _time_method(config_of(task, method), count, rounds, sides) for method in methods
     }
-    return {"threads": threads, "batches": count, "rounds": rounds, "methods": methods_times}
+    return {
+        "threads": threads,
+        "batches": count,
+        "rounds": rounds,
+        "methods": methods_times,
+        "load": {"before": load_before, "after": list(os.getloadavg())},
+    }
 
 
 def _time_method(config, count: int, rounds: int, only=None) -> dict:

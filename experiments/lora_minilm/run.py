@@ -4,9 +4,9 @@ Reads the sweeps of ``configs/lora_minilm.py`` (one run directory per task) and
 writes the table: method, trainable parameters, accuracy per task, step time
 and optimizer-state bytes, each also as a ratio to full fine-tuning.
 
-    lowrank-jax sweep --config configs/lora_minilm.py:task=trec,runlocal \\
+    lowrank-jax sweep --config configs/lora_minilm.py:task=trec,runlocal --seeds 3 \\
         --workdir runs/lora_minilm_trec
-    lowrank-jax sweep --config configs/lora_minilm.py:task=reviews,runlocal \\
+    lowrank-jax sweep --config configs/lora_minilm.py:task=reviews,runlocal --seeds 3 \\
         --workdir runs/lora_minilm_reviews
     python experiments/lora_minilm/run.py \\
         --runs reviews=runs/lora_minilm_reviews trec=runs/lora_minilm_trec
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
+import statistics
 from pathlib import Path
 
 import ml_collections
@@ -31,9 +31,12 @@ from flax import nnx
 
 from lowrank_jax import bench
 from lowrank_jax.build import model_and_optimizer
+from lowrank_jax.config import load_module
+from lowrank_jax.data.text import TEST_SIZES
 from lowrank_jax.train import step
 
 HERE = Path(__file__).parent
+TABLES = load_module(HERE / "tables.py")
 
 
 def optimizer_bytes(config: ml_collections.ConfigDict) -> int:
@@ -68,31 +71,42 @@ def method_of(config: ml_collections.ConfigDict) -> tuple[str, int]:
 
 
 def read_sweep(directory: Path, repeats: int = 0) -> dict[str, dict]:
-    """{row label: run facts} for every finished run under ``directory``; ``repeats`` > 0
-    also times each run's step here (else the sweep's own median step time is kept)."""
-    rows = {}
+    """{row label: run facts} over every finished run under ``directory``, its seeds
+    together; ``repeats`` > 0 also times each method's step here (else the median of
+    its runs' own median step times is kept).
+
+    Each run's score is its summary's ``test_accuracy``: the checkpoint selected on
+    validation, scored on the whole test split.
+    """
+    runs: dict[str, list[tuple[dict, ml_collections.ConfigDict]]] = {}
     for summary_path in sorted(directory.glob("*/summary.json")):
-        summary = json.loads(summary_path.read_text())
         config = ml_collections.ConfigDict(
             json.loads((summary_path.parent / "config.json").read_text())
         )
-        label, order = method_of(config)
+        runs.setdefault(method_of(config)[0], []).append(
+            (json.loads(summary_path.read_text()), config)
+        )
+    rows = {}
+    for label, seeds in runs.items():
+        summary, config = seeds[0]
         state_bytes = optimizer_bytes(config)
-        recorded = summary.get("optimizer_state_bytes")
-        if recorded is not None and recorded != state_bytes:
-            raise ValueError(
-                f"{summary_path}: optimizer_state_bytes {recorded} != {state_bytes} from its config"
-            )
-        eval_examples = config.train.eval_batches * config.train.batch_size
+        for other, _ in seeds:
+            recorded = other.get("optimizer_state_bytes")
+            if recorded is not None and recorded != state_bytes:
+                raise ValueError(
+                    f"{directory}: {label}: optimizer_state_bytes {recorded} != {state_bytes} "
+                    "from its config"
+                )
+        measured = step_seconds(config, repeats) if repeats else None
         rows[label] = {
             "method": label,
-            "order": order,
+            "order": method_of(config)[1],
             "params_trainable": summary["params_trainable"],
-            "accuracy": summary["final_eval_accuracy"],
-            "eval_examples": eval_examples,
-            "step_time_s": (
-                step_seconds(config, repeats) if repeats else summary["median_step_time_s"]
-            ),
+            "seeds": [c.seed for _, c in seeds],
+            "test_accuracies": [s["test_accuracy"] for s, _ in seeds],
+            "best_steps": [s["best_step"] for s, _ in seeds],
+            "test_examples": TEST_SIZES[config.data.name],
+            "step_time_s": measured or statistics.median(s["median_step_time_s"] for s, _ in seeds),
             "step_time_source": "measured here" if repeats else "the sweep's runs",
             "optimizer_state_bytes": state_bytes,
             "steps": config.train.steps,
@@ -103,41 +117,9 @@ def read_sweep(directory: Path, repeats: int = 0) -> dict[str, dict]:
 
 
 def table(sweeps: dict[str, dict[str, dict]]) -> str:
-    """The Markdown table, one row per method, one accuracy column per task."""
-    tasks = list(sweeps)
-    labels = sorted(
-        {lab for rows in sweeps.values() for lab in rows},
-        key=lambda lab: next(rows[lab]["order"] for rows in sweeps.values() if lab in rows),
-    )
-    first = tasks[0]
-    full = sweeps[first].get("full fine-tuning")
-    head = (
-        "| method | trainable params | "
-        + " | ".join(f"{t} accuracy" for t in tasks)
-        + f" | step ms ({first}) | step vs full | optimizer state | state vs full |"
-    )
-    lines = [head, "|---|---:|" + "---:|" * len(tasks) + "---:|---:|---:|---:|"]
-    for label in labels:
-        row = next(rows[label] for rows in sweeps.values() if label in rows)
-        accuracies = []
-        for task in tasks:
-            run = sweeps[task].get(label)
-            if run is None or run["accuracy"] is None:
-                accuracies.append("—")
-                continue
-            p, n = run["accuracy"], run["eval_examples"]
-            accuracies.append(f"{p:.3f} ± {math.sqrt(p * (1 - p) / n):.3f}")
-        mine = sweeps[first].get(label)
-        seconds = mine["step_time_s"] if mine else None
-        step_ms = f"{seconds * 1e3:.0f}" if seconds else "—"
-        step_ratio = f"{seconds / full['step_time_s']:.2f}×" if seconds and full else "—"
-        state = row["optimizer_state_bytes"]
-        state_ratio = f"{state / full['optimizer_state_bytes']:.2%}" if full else "—"
-        lines.append(
-            f"| {label} | {row['params_trainable']:,} | {' | '.join(accuracies)} | "
-            f"{step_ms} | {step_ratio} | {state / 2**20:.2f} MiB | {state_ratio} |"
-        )
-    return "\n".join(lines) + "\n"
+    """The Markdown table, one row per method, one accuracy column per task (the
+    README's generated block, ``tables.ours``, from the same rows)."""
+    return TABLES.ours_table(sweeps)
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, dict]]:

@@ -5,38 +5,51 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lowrank_jax.tables import markdown_table, prose, stderr
+from lowrank_jax.stats import equivalence, equivalence_text, interval
+from lowrank_jax.tables import load_note, markdown_table, prose, stderr
 
 FULL = "full fine-tuning"
 
 
-def ours(folder: Path) -> str:
-    """One row per method: trainable parameters, accuracy per task, step time, optimizer state.
+def accuracies(run: dict) -> list[float]:
+    """A row's test accuracy per seed (``run.py``'s ``test_accuracies``; a results file
+    of one seed per method keeps one ``accuracy``)."""
+    return run["test_accuracies"] if "test_accuracies" in run else [run["accuracy"]]
 
-    The step time and the per-method columns are the first task's (the tasks differ only in
-    the head), as ``run.py`` writes ``results/table.md``.
-    """
-    sweeps = json.loads((folder / "results" / "table.json").read_text())
+
+def _examples(run: dict) -> int:
+    return run["test_examples"] if "test_examples" in run else run["eval_examples"]
+
+
+def _accuracy_cell(run: dict | None) -> str:
+    """Mean ± the 95% interval over seeds, or ± one binomial standard error for one seed."""
+    if run is None:
+        return "—"
+    values = accuracies(run)
+    if None in values:
+        return "—"
+    stats = interval(values)
+    if stats["ci95"] is None:
+        return f"{stats['mean']:.3f} ± {stderr(stats['mean'], _examples(run)):.3f} (n = 1)"
+    return f"{stats['mean']:.3f} ± {stats['ci95']:.3f} (n = {stats['n']})"
+
+
+def ours_table(sweeps: dict[str, dict[str, dict]]) -> str:
+    """One row per method: trainable parameters, test accuracy per task, step time,
+    optimizer state; the step time and the per-method columns are the first task's (the
+    tasks differ only in the head)."""
     tasks = list(sweeps)
     first = sweeps[tasks[0]]
     full = first[FULL]
     rows = []
     for label in sorted(first, key=lambda label: first[label]["order"]):
         run = first[label]
-        accuracies = []
-        for task in tasks:
-            other = sweeps[task].get(label)
-            if other is None or other["accuracy"] is None:
-                accuracies.append("—")
-            else:
-                p = other["accuracy"]
-                accuracies.append(f"{p:.3f} ± {stderr(p, other['eval_examples']):.3f}")
         state = run["optimizer_state_bytes"]
         rows.append(
             [
                 label,
                 f"{run['params_trainable']:,}",
-                *accuracies,
+                *(_accuracy_cell(sweeps[task].get(label)) for task in tasks),
                 f"{run['step_time_s'] * 1e3:.0f}",
                 f"{run['step_time_s'] / full['step_time_s']:.2f}×",
                 f"{state / 2**20:.2f} MiB",
@@ -52,16 +65,69 @@ def ours(folder: Path) -> str:
         "optimizer state",
         "state vs full",
     ]
+    return markdown_table(header, rows, "l" + "r" * (len(header) - 1))
+
+
+def ours(folder: Path) -> str:
+    """``ours_table`` of results/table.json, with what its accuracies count."""
+    sweeps = json.loads((folder / "results" / "table.json").read_text())
+    tasks = list(sweeps)
+    full = sweeps[tasks[0]][FULL]
     heads = ", ".join(
         f"{task}'s head adds {sweeps[task][FULL]['params_trainable'] - full['params_trainable']:,}"
         for task in tasks[1:]
     )
+    counts = " and ".join(f"{_examples(sweeps[t][FULL]):,} {t}" for t in tasks)
+    n = sorted({len(accuracies(r)) for rows in sweeps.values() for r in rows.values()})
+    spread = (
+        "± one binomial standard error (one seed per method)"
+        if n == [1]
+        else "mean ± the half-width of the 95% interval over seeds (Student t)"
+    )
     caption = (
         f"`results/table.json` (trainable parameters, step time and optimizer state with the "
-        f"{tasks[0]} head; {heads}); accuracy ± one binomial standard error over "
-        f"{full['eval_examples']} test examples:"
+        f"{tasks[0]} head; {heads}); test accuracy over {counts} test examples, {spread}:"
     )
-    return prose(caption) + "\n\n" + markdown_table(header, rows, "l" + "r" * (len(header) - 1))
+    return prose(caption) + "\n\n" + ours_table(sweeps)
+
+
+def against_full(sweeps: dict[str, dict[str, dict]], margin: float) -> dict[str, dict]:
+    """{method: {task: ``stats.equivalence`` of its test accuracy against full
+    fine-tuning's, over seeds}} for every method but full."""
+    return {
+        label: {
+            task: equivalence(
+                interval(accuracies(rows[label])), interval(accuracies(rows[FULL])), margin
+            )
+            for task, rows in sweeps.items()
+            if label in rows
+        }
+        for label in next(iter(sweeps.values()))
+        if label != FULL
+    }
+
+
+def ours_answer(folder: Path) -> str:
+    """Each method against full fine-tuning per task, with the equivalence margin."""
+    sweeps = json.loads((folder / "results" / "table.json").read_text())
+    margin = json.loads((folder / "paper.json").read_text())["equivalence_margin"]
+    first = next(iter(sweeps.values()))
+    lines = [
+        f"- {label}: "
+        + "; ".join(f"{task} {equivalence_text(r, margin)}" for task, r in verdicts.items())
+        for label, verdicts in sorted(
+            against_full(sweeps, margin).items(), key=lambda item: first[item[0]]["order"]
+        )
+    ]
+    return (
+        prose(
+            "Each method's test accuracy against full fine-tuning's (Welch's 95% interval of "
+            f"the difference over seeds; a match needs that interval inside ±{margin * 100:.1f} "
+            "points, the equivalence margin in `paper.json`; one seed is never compared):"
+        )
+        + "\n\n"
+        + "\n".join(lines)
+    )
 
 
 def paper(folder: Path) -> str:
@@ -181,18 +247,18 @@ def peer_answer(folder: Path, task: str) -> str:
         + "."
     ]
     full = done.get("full")
+    margin = json.loads((folder / "paper.json").read_text())["equivalence_margin"]
     for method in ("lora_qv_alpha8", "lora_qv_alpha16"):
         if full and method in done:
-            gaps = [
-                done[method][side]["test_accuracy"]["mean"] - full[side]["test_accuracy"]["mean"]
+            found = [
+                equivalence(
+                    done[method][side]["test_accuracy"], full[side]["test_accuracy"], margin
+                )
                 for side in ("ours", "peft")
             ]
-            within = [abs(g) <= 0.01 or g > 0 for g in gaps]
             parts.append(
-                f"{PEER_LABELS[method]} against full fine-tuning: {gaps[0] * 100:+.1f} points "
-                f"ours, {gaps[1] * 100:+.1f} peft (the LoRA paper's claim, within 1 point: "
-                f"{'met' if within[0] else 'not met'} by ours, "
-                f"{'met' if within[1] else 'not met'} by peft)."
+                f"{PEER_LABELS[method]} against full fine-tuning: ours "
+                f"{equivalence_text(found[0], margin)}, peft {equivalence_text(found[1], margin)}."
             )
     if full:
         picked = [", ".join(map(str, full[side]["best_epochs"])) for side in ("ours", "peft")]
@@ -249,8 +315,8 @@ def peer_steps(folder: Path, task: str) -> str:
     note = (
         f"Median over {record['rounds']} rounds of {record['batches']} training batches of "
         f"{task} (batch 32), the same batches on both sides, {record['threads']} threads, "
-        f"nothing else running. The peer's dynamic padding cuts each batch to its longest "
-        f"sentence, {mean:.1f} word pieces on average here, against our fixed 64: the "
+        f"{load_note(record.get('load'))}. The peer's dynamic padding cuts each batch to its "
+        f"longest sentence, {mean:.1f} word pieces on average here, against our fixed 64: the "
         '"N = 64" column is the peer padded as we pad, so the two ratio columns separate '
         "what padding costs from what the frameworks cost."
     )
@@ -319,7 +385,8 @@ def peer_epoch(folder: Path, task: str) -> str:
             f"One epoch of {task}'s training split: {record['batches']} of its "
             f"{record['batches'] + 1} batches of 32 timed (the other warms each side up; "
             f"every bucket length is compiled before the timing), the same batches on both "
-            f"sides, one after the other, {record['threads']} threads, nothing else running; "
+            f"sides, one after the other, {record['threads']} threads, "
+            f"{load_note(record.get('load'))}; "
             f"one run (n = {record['rounds']}), so differences of a few percent are within "
             f"the machine's drift between runs. Batches average "
             f"{first['mean_longest']:.1f} word pieces at their longest (peft's padded "
@@ -336,6 +403,7 @@ def peer_epoch(folder: Path, task: str) -> str:
 
 TABLES = {
     "ours": ours,
+    "ours_answer": ours_answer,
     "paper": paper,
     "peer_steps_trec": lambda folder: peer_steps(folder, "trec"),
     "peer_trec": lambda folder: peer_table(folder, "trec"),

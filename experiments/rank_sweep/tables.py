@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from lowrank_jax.config import load_module
 from lowrank_jax.tables import (
     TablesError,
+    count_of,
     counts_note,
     markdown_table,
     prose,
@@ -30,7 +32,7 @@ def _kind(run: dict[str, str]) -> tuple[int, int, str]:
     return 0, 0, "dense (reference)"
 
 
-def _runs(folder: Path, dataset: str) -> list[dict[str, str]]:
+def sweep_runs(folder: Path, dataset: str) -> list[dict[str, str]]:
     runs = [
         r for r in read_csv(folder / "results" / dataset / "results.csv") if r["status"] == "done"
     ]
@@ -47,11 +49,28 @@ def _weights(dataset: str, kind: str, rank: int | None = None) -> int:
     return layers * sum(i * o if rank is None else rank * (i + o) for i, o in shapes)
 
 
+def overfits(runs: list[dict[str, str]]) -> dict:
+    """Whether the dense reference overfits: its train − eval gap against the sampling error.
+
+    Returns ``{"gap", "error", "overfits"}``: the gap, two binomial standard errors of that
+    difference (train and eval accuracies each a count out of the smallest number of
+    examples that makes every accuracy in ``runs`` whole, ``tables.count_of``), and
+    whether the gap exceeds them. A model that does not overfit leaves no gap for a low
+    rank to shrink.
+    """
+    dense = next(r for r in runs if _kind(r)[0] == 0)
+    counts = {k: count_of(float(r[k]) for r in runs) for k in ("train_accuracy", "eval_accuracy")}
+    p = {k: float(dense[k]) for k in counts}
+    error = 2 * math.sqrt(sum(p[k] * (1 - p[k]) / counts[k] for k in counts))
+    gap = p["train_accuracy"] - p["eval_accuracy"]
+    return {"gap": gap, "error": error, "overfits": gap > error}
+
+
 def parameters(folder: Path) -> str:
     """The parameters each data set's factorized points save, and the most they could."""
     parts = []
     for dataset, name in NAMES.items():
-        runs = _runs(folder, dataset)
+        runs = sweep_runs(folder, dataset)
         dense = int(runs[0]["params_total"])
         saved = []
         for run in runs[1:]:
@@ -78,7 +97,7 @@ def parameters(folder: Path) -> str:
 
 
 def sweep_table(folder: Path, dataset: str, examples: str) -> str:
-    runs = _runs(folder, dataset)
+    runs = sweep_runs(folder, dataset)
     dense = next(int(r["params_total"]) for r in runs if _kind(r)[0] == 0)
     rows = []
     for run in runs:

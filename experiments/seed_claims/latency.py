@@ -13,8 +13,9 @@ dense one's (linear interpolation between the neighbouring ranks).
 Every model of a batch size is compiled first, then timed round-robin (each
 round times every model once, ``--repeats`` calls each), and a model's figure
 is its median over rounds, so a slow minute of the machine hits every rank
-alike. Times are wall-clock on a quiet machine; the table reports ratios to
-the dense model of the same run.
+alike. Times are wall-clock (the file keeps the machine's load averages before
+and after, which the table prints); the table reports ratios to the dense model
+of the same run.
 
     python experiments/seed_claims/latency.py               # writes results/latency.json
     python experiments/seed_claims/latency.py --quick       # tiny shapes, seconds
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import statistics
 from pathlib import Path
 
@@ -99,6 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
     config = model_config(0, quick=args.quick)
     length = config.max_len
     rows = []
+    load_before = list(os.getloadavg())
     for batch in (int(b) for b in args.batches.split(",")):
         seconds = measure(batch, ranks, length, args.rounds, args.repeats, args.quick)
         ratios = [seconds[r] / seconds[0] for r in ranks]
@@ -125,6 +128,7 @@ def main(argv: list[str] | None = None) -> dict:
         "repeats": args.repeats,
         "rows": rows,
         "machine": bench.machine(),
+        "load": {"before": load_before, "after": list(os.getloadavg())},
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 from lowrank_jax.stats import difference, interval
-from lowrank_jax.tables import TablesError, markdown_table, prose, read_csv
+from lowrank_jax.tables import TablesError, load_note, markdown_table, prose, read_csv
 
 # The two readings of "a low rank regularises" and the metric each is decided on:
 # the final models' train - test gap (after every epoch: how much they overfit), and
@@ -269,7 +269,8 @@ def latency(folder: Path) -> str:
         f"{record['rounds']} round-robin rounds of {record['repeats']} calls). The FLOP "
         f"break-even rank is D F / (D + F) = {flop:.0f}: below it a factor pair has fewer "
         "weights and multiply-adds than the dense matrix. The measured break-even is where "
-        "the ratio first reaches 1 (interpolated between neighbouring ranks)."
+        "the ratio first reaches 1 (interpolated between neighbouring ranks); "
+        f"{load_note(record.get('load'))}."
     )
     return markdown_table(header, rows, "r" * len(header)) + "\n\n" + prose(note, 76)
 
