@@ -53,10 +53,11 @@ def lra_speed_memory(folder: Path) -> str:
     memory = paper[f"memory_gb_at_{length}"]
     lra_memory = [memory[kind] / memory["softmax"] for kind in kinds]
     ratio = module.sdpa_ratios(here)[-1]
+    faster = " / ".join("faster" if t["speedup"] > 1 else "not faster" for t in theirs)
     return (
         f"measured on CPU (batch {results['batch']}), at {length // 1024}K with LRA's text "
         f"settings: Linformer / Performer {theirs[0]['speedup']:.1f}× / "
-        f"{theirs[1]['speedup']:.1f}× faster at {theirs[0]['memory_ratio']:.2f}× / "
+        f"{theirs[1]['speedup']:.1f}× the steps per second of exact attention ({faster}) at {theirs[0]['memory_ratio']:.2f}× / "
         f"{theirs[1]['memory_ratio']:.2f}× the memory vs LRA's {lra[0]}× / {lra[1]}× at "
         f"{lra_memory[0]:.2f}× / {lra_memory[1]:.2f}× (ours, P = M = 256: {ours[0]:.1f}× / "
         f"{ours[1]:.1f}×), against our "
@@ -148,8 +149,10 @@ def seed_claims(folder: Path) -> str:
         for r in latency["rows"]
     )
     batches = " / ".join(str(r["batch"]) for r in latency["rows"])
+    seeds = sorted({len(runs) for runs in module.grouped_runs(here).values()})
     return (
-        f"measured (CPU scale, 3 seeds, Welch 95%): a smaller train − test gap at "
+        f"measured (CPU scale, {'–'.join(map(str, sorted({seeds[0], seeds[-1]})))} seeds, "
+        f"Welch 95%): a smaller train − test gap at "
         f"{where('reduces overfitting', 'supported')}, a higher test accuracy at "
         f"{where('improves generalisation', 'supported')}, a lower one at "
         f"{where('improves generalisation', 'refuted')}; a factorized FFN forward is faster "
@@ -194,9 +197,14 @@ def lora_minilm(folder: Path) -> str:
     found = module.against_full(table, margin)
 
     def rows(verdict: str) -> str:
-        labels = [
-            m for m, tasks in found.items() if all(r["verdict"] == verdict for r in tasks.values())
-        ]
+        labels = sorted(
+            (
+                m
+                for m, tasks in found.items()
+                if all(r["verdict"] == verdict for r in tasks.values())
+            ),
+            key=lambda label: first[label]["order"],
+        )
         return ", ".join(labels) or "none"
 
     n = sorted({len(module.accuracies(r)) for rows_ in table.values() for r in rows_.values()})

@@ -36,7 +36,7 @@ def _label(run: dict[str, str]) -> tuple[tuple, str]:
     return (0, 0), "dense"
 
 
-def _points(folder: Path) -> dict[str, list[dict[str, str]]]:
+def grouped_runs(folder: Path) -> dict[str, list[dict[str, str]]]:
     """Finished runs grouped by point label, dense first, then FFN and Q/K/V ranks."""
     runs = [r for r in read_csv(folder / "results" / "regularisation" / "runs.csv")]
     runs = sorted((r for r in runs if r["status"] == "done"), key=lambda r: _label(r)[0])
@@ -79,7 +79,7 @@ def _cell(runs: list[dict[str, str]], metric: str) -> str:
 
 def regularisation(folder: Path) -> str:
     """Per point: parameters, the selected and final models' accuracies and gaps, verdicts."""
-    points = _points(folder)
+    points = grouped_runs(folder)
     dense = points["dense"]
     rows = []
     for label, runs in points.items():
@@ -117,7 +117,7 @@ def regularisation(folder: Path) -> str:
 
 def regularisation_answer(folder: Path) -> str:
     """The README's answer: where each claim is supported, refuted or undecided."""
-    points = _points(folder)
+    points = grouped_runs(folder)
     dense = points.pop("dense")
     parts, overall = [], {}
     for claim, (metric, sign) in CLAIMS.items():
@@ -314,7 +314,7 @@ def latency_answer(folder: Path) -> str:
 
 def verdicts(folder: Path) -> dict[str, dict[str, str]]:
     """Per claim, per factorized point: supported / refuted / undecided."""
-    points = _points(folder)
+    points = grouped_runs(folder)
     dense = points.pop("dense")
     return {
         claim: {

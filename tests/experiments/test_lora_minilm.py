@@ -168,13 +168,23 @@ def test_peer_table_and_answer_read_both_sides(tmp_path):
     }
     (tmp_path / "results").mkdir()
     (tmp_path / "results" / "peer_trec.json").write_text(json.dumps(record))
+    (tmp_path / "paper.json").write_text(json.dumps({"equivalence_margin": 0.01}))
     lines = tables.peer_table(tmp_path, "trec").splitlines()
     assert lines[2].startswith("| full fine-tuning | 74,498 | 0.900 ± 0.010 (n = 3) |")
     assert "| within | 3,3,2/3,3,3 |" in lines[2]  # 0.90 inside 0.91 ± 0.02
     assert "| below |" in lines[3]  # 0.86 under 0.89 - 0.01
     answer = " ".join(tables.peer_answer(tmp_path, "trec").split())
     assert "within or above peft's 95% interval on 1 of the 2 rows" in answer
-    assert "-4.0 points ours, -2.0 peft" in answer and "not met by ours, not met by peft" in answer
+    # LoRA - full, Welch with std 0.01 and n = 3 a side (t at 4 dof, 2.776, times
+    # 0.0082): ours -4.0 ± 2.3 points, peft -2.0 ± 2.3
+    assert "ours lower (difference -6.3 to -1.7 points)" in answer
+    assert "peft no difference detected (difference -4.3 to +0.3 points)" in answer
+    record["methods"]["lora_qv_alpha8"]["peft"] = side(0.905, 0.01, [3, 3, 3])
+    record["methods"]["full"]["peft"]["test_accuracy"]["std"] = 0.001
+    record["methods"]["lora_qv_alpha8"]["peft"]["test_accuracy"]["std"] = 0.001
+    (tmp_path / "results" / "peer_trec.json").write_text(json.dumps(record))
+    answer = " ".join(tables.peer_answer(tmp_path, "trec").split())
+    assert "peft matches (difference -0.7 to -0.3 points, inside the margin of ±1.0)" in answer
     assert "epoch 3, 3, 2 (ours, one per seed) and 3, 3, 3 (peft) of 3" in answer
 
 

@@ -1,0 +1,277 @@
+"""Flip tests: every verdict a generated table states changes when its numbers cross it.
+
+Each test copies the committed experiments (results and paper.json), moves the
+numbers behind one verdict to each side of it, and checks that the generated text
+follows. A verdict that cannot flip would be typed, not computed.
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from lowrank_jax.config import load_module
+from lowrank_jax.tables import load_note, read_csv
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def folder(tmp_path) -> Path:
+    """A copy of experiments/ to change results in."""
+    shutil.copytree(ROOT / "experiments", tmp_path / "experiments")
+    return tmp_path / "experiments"
+
+
+def _tables(folder: Path, name: str = ""):
+    return load_module(folder / name / "tables.py" if name else folder / "tables.py")
+
+
+def _edit_json(path: Path, change) -> None:
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _write_csv(path: Path, rows: list[dict[str, str]]) -> None:
+    import csv
+
+    with open(path, "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+# svd_compression ---------------------------------------------------------------------------
+
+
+def _seeds(folder: Path, cosines: list[float]) -> None:
+    def change(record):
+        template = record["seeds"][0]
+        record["seeds"] = [dict(template, seed=i, mean_cosine=c) for i, c in enumerate(cosines)]
+
+    _edit_json(folder / "svd_compression" / "results" / "recovery.json", change)
+
+
+@pytest.mark.parametrize(
+    "cosines, verdict",
+    [
+        ([0.96, 0.961, 0.962], "reached"),  # the interval's lower end above 0.95
+        ([0.942, 0.943, 0.941], "not reached"),  # its upper end below
+        ([0.93, 0.97, 0.95], "undecided"),  # the interval straddles the goal
+        ([0.99], "undecided (n = 1)"),  # no interval from one seed
+    ],
+)
+def test_the_recovery_goal_follows_the_interval_of_the_mean(folder, cosines, verdict):
+    _seeds(folder, cosines)
+    answer = _flat(_tables(folder, "svd_compression").recovery_answer(folder / "svd_compression"))
+    assert f"the goal of 0.95 is **{verdict}**" in answer
+    row = _tables(folder).svd_compression(folder)
+    assert f"on the mean over seeds: {verdict})" in row
+
+
+def test_the_probe_intervals_count_each_tasks_test_examples(folder):
+    """trec's test split has 500 questions: a probe of 1,000 scores all 500, not 1,000."""
+    answer = _flat(_tables(folder, "svd_compression").recovery_answer(folder / "svd_compression"))
+    # the original's 0.774 on trec: 1.96 × sqrt(0.774 × 0.226 / 500) = 0.037 (0.026 at 1,000)
+    assert "trec 0.771 against the original's 0.774 ± 0.037 over 500 test examples" in answer
+    assert "over 1,000 test examples" in answer  # reviews: 1,000 of its 2,000
+
+
+def test_the_budget_reading_follows_which_allocation_wins(folder):
+    tables = _tables(folder, "svd_compression")
+    here = folder / "svd_compression"
+    assert "that total is a poor proxy" in _flat(tables.budget_answer(here))
+
+    def greedy_wins(records):
+        for r in records:
+            if r["method"] == "greedy whitened":
+                r["mean_cosine"] = 0.99
+
+    _edit_json(here / "results" / "budget.json", greedy_wins)
+    answer = _flat(tables.budget_answer(here))
+    assert "poor proxy" not in answer and "ranks the allocations as the embedding does" in answer
+    assert "Greedy whitened beats uniform whitened at 6 of the 6 budgets" in answer
+
+
+def test_the_spectrum_reading_follows_the_ranks(folder):
+    tables = _tables(folder, "svd_compression")
+    here = folder / "svd_compression"
+    assert "Real FFN weights are not low rank" in _flat(tables.spectrum(here))
+
+    def low_rank(record):
+        for layer in record["layers"].values():
+            layer["rank_at_0.9"] = 20
+
+    _edit_json(here / "results" / "spectrum.json", low_rank)
+    text = _flat(tables.spectrum(here))
+    assert "12 of the 12 FFN kernels are low rank" in text and "not low rank" not in text
+
+
+# listops -----------------------------------------------------------------------------------
+
+
+def test_the_lra_performer_reading_follows_the_intervals(folder):
+    tables = _tables(folder, "listops")
+    here = folder / "listops"
+    assert (
+        _tables(folder)
+        .listops(folder)
+        .endswith(
+            "is the features, not the method: "
+            "with M = 2 the Performer falls below its "
+            "own M = 64 run, whose interval reaches "
+            "the exact Transformer's"
+        )
+    )
+    path = here / tables.LRA_RESULTS
+    rows = read_csv(path)
+    for row in rows:  # M = 2 as good as M = 64: the features are not the cause
+        if row["name"] == tables.LRA_PERFORMER:
+            row["test_accuracy"] = next(
+                r["test_accuracy"] for r in rows if r["name"] == tables.OUR_PERFORMER
+            )
+    _write_csv(path, rows)
+    row = _tables(folder).listops(folder)
+    assert "not the method" not in row
+    assert tables.lra_verdict(tables.lra_runs(here)) in row
+
+
+# rank_sweep --------------------------------------------------------------------------------
+
+
+def test_the_rank_sweep_reading_follows_the_dense_models_gap(folder):
+    row = _tables(folder).rank_sweep(folder)
+    assert "no dense model overfits" in row
+    path = folder / "rank_sweep" / "results" / "listops" / "results.csv"
+    rows = read_csv(path)
+    for r in rows:
+        if not r["ffn_rank"] and not r["qkv_rank"]:
+            r["train_accuracy"] = "0.9"  # far above its eval accuracy (about 0.32)
+    _write_csv(path, rows)
+    row = _tables(folder).rank_sweep(folder)
+    assert "the dense model overfits on ListOps" in row and "no dense model" not in row
+
+
+# lora_minilm -------------------------------------------------------------------------------
+
+
+def _table_json(folder: Path, trec: dict[str, list[float]]) -> None:
+    """Every method on both tasks with these per-seed test accuracies (the same per task)."""
+
+    def change(table):
+        for task in table:
+            for label, row in table[task].items():
+                row.pop("accuracy", None)
+                row["test_accuracies"] = trec.get(label, trec["other"])
+                row["test_examples"] = 500
+
+    _edit_json(folder / "lora_minilm" / "results" / "table.json", change)
+
+
+def test_lora_against_full_follows_the_margin(folder):
+    tables = _tables(folder, "lora_minilm")
+    here = folder / "lora_minilm"
+    row = _tables(folder).lora_minilm(folder)
+    assert "one seed per method, so no method is compared" in row  # the one-seed table
+    assert "not compared (n = 1)" in tables.ours_answer(here)
+
+    full = [0.90, 0.902, 0.898]
+    _table_json(folder, {"full fine-tuning": full, "other": [0.901, 0.899, 0.900]})
+    answer = _flat(tables.ours_answer(here))
+    assert "LoRA R=1 (W_q, W_v): reviews matches (difference" in answer
+    row = _tables(folder).lora_minilm(folder)
+    assert "3 seeds; matching full fine-tuning on every task within ±1.0 points: LoRA R=1" in row
+    assert "below it on every task: none" in row
+
+    _table_json(folder, {"full fine-tuning": full, "other": [0.85, 0.852, 0.848]})
+    answer = _flat(tables.ours_answer(here))
+    assert "LoRA R=1 (W_q, W_v): reviews lower (difference" in answer
+    assert "matches" not in answer
+    row = _tables(folder).lora_minilm(folder)
+    assert "within ±1.0 points: none; below it on every task: LoRA R=1" in row
+
+    _table_json(folder, {"full fine-tuning": full, "other": [0.85, 0.95, 0.90]})
+    assert "no difference detected (difference" in tables.ours_answer(here)
+
+
+def test_the_table_says_seeds_or_one_standard_error(folder):
+    tables = _tables(folder, "lora_minilm")
+    here = folder / "lora_minilm"
+    assert "± one binomial standard error (one seed per method)" in _flat(tables.ours(here))
+    _table_json(folder, {"full fine-tuning": [0.9, 0.91, 0.92], "other": [0.8, 0.8, 0.83]})
+    text = _flat(tables.ours(here))
+    assert "mean ± the half-width of the 95% interval over seeds" in text
+    assert "500 reviews and 500 trec test examples" in text
+    # mean 0.91, std 0.01, t(2) = 4.303: ± 0.025
+    assert "| full fine-tuning | 22,565,378 | 0.910 ± 0.025 (n = 3) |" in text
+
+
+# timings: the machine's load is printed, not claimed ---------------------------------------
+
+
+def test_timing_notes_print_the_recorded_load(folder):
+    tables = _tables(folder, "lora_minilm")
+    here = folder / "lora_minilm"
+    assert "load not recorded" in _flat(tables.peer_steps(here, "trec"))
+    _edit_json(
+        here / "results" / "peer_trec_steps.json",
+        lambda r: r.update(load={"before": [0.05, 0.1, 0.1], "after": [2.5, 1.0, 0.5]}),
+    )
+    text = _flat(tables.peer_steps(here, "trec"))
+    assert "load average (1 min) 0.05 before the timing, 2.50 after" in text
+    assert "nothing else running" not in text
+    assert load_note(None) == "load not recorded"
+
+
+# the top-level README's other rows -----------------------------------------------------------
+
+
+def test_speed_rows_say_faster_only_when_faster(folder):
+    assert "(faster / faster)" in _tables(folder).lra_speed_memory(folder)
+
+    def slower(results):
+        for row in results["rows"]:
+            if row["model"] != "softmax":
+                row["speedup"] = 0.8
+
+    _edit_json(folder / "lra_speed_memory" / "results" / "results.json", slower)
+    row = _tables(folder).lra_speed_memory(folder)
+    assert "0.8× / 0.8× the steps per second" in row and "(not faster / not faster)" in row
+
+
+def test_seed_claims_row_counts_its_seeds(folder):
+    assert "(CPU scale, 3 seeds, Welch 95%)" in _tables(folder).seed_claims(folder)
+    path = folder / "seed_claims" / "results" / "regularisation" / "runs.csv"
+    rows = read_csv(path)
+    _write_csv(path, [r for r in rows if r["seed"] != "2"])
+    assert "(CPU scale, 2 seeds, Welch 95%)" in _tables(folder).seed_claims(folder)
+
+
+def test_lora_params_match_is_counted(folder):
+    assert _tables(folder).lora_params(folder) == "exact match"
+
+    def misprint(paper):
+        paper["rows"][0]["trainable"] = "9.9M"
+
+    _edit_json(folder / "lora_params" / "paper.json", misprint)
+    assert _tables(folder).lora_params(folder).startswith("matches in ")
+
+
+def test_demo_reading_follows_the_intervals(folder):
+    path = folder / "demo" / "results" / "results.csv"
+    rows = sorted(read_csv(path), key=lambda r: int(r["lora_rank"]))
+    low, high = rows[0], rows[-1]  # the smallest and the largest rank, which the text compares
+    low["test_accuracy"], low["test_accuracy_ci95"] = "0.5", "0.05"
+    high["test_accuracy"], high["test_accuracy_ci95"] = "0.9", "0.05"
+    _write_csv(path, rows)
+    assert "do not overlap" in _flat(_tables(folder).demo(folder))
+    high["test_accuracy"] = "0.55"
+    _write_csv(path, rows)
+    text = _flat(_tables(folder).demo(folder))
+    assert "overlap" in text and "do not overlap" not in text
