@@ -57,7 +57,8 @@ def lra_speed_memory(folder: Path) -> str:
     return (
         f"measured on CPU (batch {results['batch']}), at {length // 1024}K with LRA's text "
         f"settings: Linformer / Performer {theirs[0]['speedup']:.1f}× / "
-        f"{theirs[1]['speedup']:.1f}× the steps per second of exact attention ({faster}) at {theirs[0]['memory_ratio']:.2f}× / "
+        f"{theirs[1]['speedup']:.1f}× the steps per second of exact attention ({faster}) at "
+        f"{theirs[0]['memory_ratio']:.2f}× / "
         f"{theirs[1]['memory_ratio']:.2f}× the memory vs LRA's {lra[0]}× / {lra[1]}× at "
         f"{lra_memory[0]:.2f}× / {lra_memory[1]:.2f}× (ours, P = M = 256: {ours[0]:.1f}× / "
         f"{ours[1]:.1f}×), against our "

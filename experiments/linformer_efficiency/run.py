@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from matplotlib.figure import Figure
@@ -169,6 +170,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         lengths = [int(n) for n in args.lengths.split(",")]
         proj_lens = [int(p) for p in args.proj_lens.split(",")]
         batch, repeats = args.batch, args.repeats
+    load_before = list(os.getloadavg())
     rows = measure(lengths, proj_lens, batch, repeats, tiny=args.quick)
     if args.quick:  # the paper's metric too, at a limit tiny shapes reach
         paper_memory(lengths, proj_lens, 4 * 2**20, tiny=True)
@@ -179,6 +181,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         out.mkdir(parents=True, exist_ok=True)
         (out / "results.md").write_text(table)
         record = {"machine": bench.machine(), "batch": batch, "rows": rows}
+        record["load"] = {"before": load_before, "after": list(os.getloadavg())}
         previous = out / "results.json"
         if previous.exists() and "paper_memory" in json.loads(previous.read_text()):
             record["paper_memory"] = json.loads(previous.read_text())["paper_memory"]  # kept

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -222,7 +223,7 @@ def main(argv: list[str] | None = None) -> dict:
             args.repeats,
             args.ffn_rank,
         )
-    began = time.perf_counter()
+    began, load_before = time.perf_counter(), list(os.getloadavg())
     rows = measure(lengths, batch, repeats, ffn_rank, args.quick, args.max_exact_len)
     head_dim = (32 if args.quick else 256) // HEADS
     attention = attention_rows(lengths, batch, repeats, head_dim, args.max_exact_len)
@@ -230,6 +231,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(table)
     result = {"machine": bench.machine(), "batch": batch, "rows": rows, "attention": attention}
     result |= {"repeats": repeats, "seconds": time.perf_counter() - began}
+    result["load"] = {"before": load_before, "after": list(os.getloadavg())}
     if not args.quick:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)

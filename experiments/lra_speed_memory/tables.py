@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lowrank_jax.tables import markdown_table, prose, span
+from lowrank_jax.tables import load_note, markdown_table, prose, span
 
 NAMES = {"softmax": "Transformer (softmax)", "linformer": "Linformer", "performer": "Performer"}
 LAYERS = 4  # bench.lra_text_config: LRA's text model, one attention per layer
@@ -166,7 +166,7 @@ def hardware(folder: Path) -> str:
         f"Hardware: the project's CPU machine ({machine['processor']}{cores}{memory}), JAX "
         f"{machine['jax']} on the {machine['backend'].upper()}, float32, **batch "
         f"{results['batch']}** (not LRA's 32: a softmax step at N = 4K takes seconds here, see "
-        "the tables below). Nothing else ran during the timing. Medians of "
+        f"the tables below); {load_note(results.get('load'))}. Medians of "
         "the timed steps after a compiling warm-up. Files: `results/results.md`, "
         f"`results/results.json` (with the machine and versions), `results/speed_memory.png`.{took}"
     )

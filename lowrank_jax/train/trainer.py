@@ -293,9 +293,6 @@ def _selection(records: list[dict], selected, scores: dict) -> dict:
         "final_test_loss": scores.get("final_test_loss"),
         "train_accuracy": scores.get("train_eval_accuracy"),
         "final_train_accuracy": scores.get("final_train_accuracy"),
-        # the keys of the previous round, for one more round
-        "best_eval_accuracy": at_best.get("val_accuracy"),
-        "final_train_eval_accuracy": scores.get("train_eval_accuracy"),
         **({"test_cosine": scores["test_cosine"]} if "test_cosine" in scores else {}),
     }
 
@@ -317,7 +314,6 @@ def _summary(records: list[dict], config, params, writer, train_step, peak_flops
         "final_train_loss": next((r["loss"] for r in reversed(records) if "loss" in r), None),
         "final_val_accuracy": vals[-1].get("val_accuracy") if vals else None,
         "final_val_loss": vals[-1]["val_loss"] if vals else None,
-        "final_eval_accuracy": vals[-1].get("val_accuracy") if vals else None,  # old key
         "params_total": params["total"],
         "params_trainable": params["trainable"],
         "params_lora": params["lora"],
