@@ -71,6 +71,21 @@ def _per_draw(values: list[float]) -> str:
     return " and ".join(f"{v:.1f} ({draw})" for v, draw in zip(values, DRAWS, strict=True))
 
 
+def _falls(ratios: list[float]) -> bool:
+    """Whether the error clearly falls from the smallest M to the largest, for both draws
+    (by more than half again: a ratio above 1.5)."""
+    return all(r > 1.5 for r in ratios)
+
+
+def _fall_reading(ratios: list[float], inverse: int, last: int) -> str:
+    """How the error moves with M, against 1/M's ratio ``inverse``."""
+    if not _falls(ratios):
+        return f"the error does not fall with M up to M = {last}, the largest M measured"
+    if all(r < inverse for r in ratios):
+        return "the error falls with M, slower than 1/M"
+    return "the error falls with M, as fast as 1/M or faster"
+
+
 def reading(folder: Path) -> str:
     """The bullets that read the two tables against the paper's claims."""
     results = json.loads((folder / "results" / "mse.json").read_text())
@@ -91,25 +106,28 @@ def reading(folder: Path) -> str:
         f"{_ms(high_clear, every)}."
     )
     ratio = {scale: _fall(results, scale, first, last) for scale in (LOW, HIGH)}
-    if not (all(1.5 < r < last / first for r in ratio[LOW]) and max(ratio[HIGH]) < 1.5):
-        raise ValueError(f"the fall with M changed ({ratio}): reword the second bullet")
     falls = (
         f"The positive-feature mean error at M = {first} over that at M = {last} ({last // first} "
         f"times the features) is {_per_draw(ratio[LOW])} at scale {LOW} (1/M would "
-        f"give {last // first}): the error falls with M, slower than 1/M. At scale "
-        f"{float(HIGH):g} it is {_per_draw(ratio[HIGH])}: the error does not fall "
-        f"with M up to M = {last}, the largest M measured. A possible reason, not tested here: "
-        "the estimator's variance grows like exp(‖q‖² + ‖k‖²)-type terms, and ‖q‖ ≈ 4 at scale "
-        "1. Larger M, the exact output's own variance and an unstabilised implementation (to "
-        "rule out the stabiliser) are not measured. The paper's inputs were presumably of "
-        "smaller norm; its exact set-up is not reproduced here."
+        f"give {last // first}): {_fall_reading(ratio[LOW], last // first, last)}. At scale "
+        f"{float(HIGH):g} it is {_per_draw(ratio[HIGH])}: "
+        f"{_fall_reading(ratio[HIGH], last // first, last)}."
     )
-    if any(_outliers(results, s, f"positive, {d}") for s in (LOW, HIGH) for d in DRAWS):
-        raise ValueError("a positive-feature std exceeds its mean: reword the third bullet")
+    if not _falls(ratio[HIGH]):
+        falls += (
+            " A possible reason, not tested here: the estimator's variance grows like "
+            "exp(‖q‖² + ‖k‖²)-type terms, and ‖q‖ ≈ 4 at scale 1. Larger M, the exact output's "
+            "own variance and an unstabilised implementation (to rule out the stabiliser) are "
+            "not measured. The paper's inputs were presumably of smaller norm; its exact set-up "
+            "is not reproduced here."
+        )
+    positive = [
+        (s, d) for s in (LOW, HIGH) for d in DRAWS if _outliers(results, s, f"positive, {d}")
+    ]
+    trig = [(s, d) for s in (LOW, HIGH) for d in DRAWS if _outliers(results, s, f"trig, {d}")]
     spread = "; ".join(
         f"{_ms(_outliers(results, scale, f'trig, {draw}'), every)} (scale {float(scale):g}, {draw})"
-        for scale in (LOW, HIGH)
-        for draw in DRAWS
+        for scale, draw in trig
     )
     below = {
         draw: [
@@ -125,15 +143,27 @@ def reading(folder: Path) -> str:
         for draw in DRAWS
         if set(below[draw]) - set(both)
     )
-    trigonometric = (
-        f"Trigonometric features have catastrophic outliers, the paper's main point: their "
-        f"standard deviation over seeds exceeds their mean (a few seeds dominate it) at "
-        f"{spread}; the positive features' never does. At scale {LOW}, however, their mean "
-        f"error is *below* the positive features' (same draws) at {_ms(both, every)} for both "
-        "draws"
+    if trig and not positive:
+        outliers = (
+            "Trigonometric features have catastrophic outliers, the paper's main point: their "
+            f"standard deviation over seeds exceeds their mean (a few seeds dominate it) at "
+            f"{spread}; the positive features' never does."
+        )
+    else:
+        outliers = (
+            "The paper's main point, outliers of the trigonometric features only, is not "
+            f"seen here: a standard deviation over seeds above its mean for trigonometric "
+            f"features at {len(trig)} of {2 * len(DRAWS)} (scale, draw) pairs, for positive "
+            f"ones at {len(positive)}."
+        )
+    trigonometric = outliers + (
+        f" At scale {LOW}, however, their mean error is *below* the positive features' (same "
+        f"draws) at {_ms(both, every)} for both draws"
         + (f" ({only})" if only else "")
         + ", presumably because in this low-norm regime all attention weights are moderate and "
         "the trigonometric estimator's weakness (small kernel values) does not bite."
+        if both
+        else ""
     )
     return "\n".join(map(_item, (orthogonal, falls, trigonometric)))
 

@@ -275,3 +275,23 @@ def test_demo_reading_follows_the_intervals(folder):
     _write_csv(path, rows)
     text = _flat(_tables(folder).demo(folder))
     assert "overlap" in text and "do not overlap" not in text
+
+
+def test_performer_reading_follows_the_errors(folder):
+    tables = _tables(folder, "performer_approximation")
+    here = folder / "performer_approximation"
+    text = _flat(tables.reading(here))
+    assert "the error does not fall with M up to M =" in text  # at the higher scale
+    assert "Trigonometric features have catastrophic outliers" in text
+
+    def scale_as_one_over_m(results):
+        for kinds in results["mse"].values():
+            for name, by_m in kinds.items():
+                for m, values in by_m.items():  # error = 1/M exactly, the same every seed
+                    by_m[m] = [1.0 / int(m)] * len(values)
+
+    _edit_json(here / "results" / "mse.json", scale_as_one_over_m)
+    text = _flat(tables.reading(here))
+    assert "does not fall" not in text and "A possible reason" not in text
+    assert "the error falls with M, as fast as 1/M or faster" in text
+    assert "is not seen here" in text and "catastrophic outliers" not in text
