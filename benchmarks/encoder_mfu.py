@@ -1,6 +1,6 @@
 """Model FLOP utilisation of the dense-baseline encoder's training step.
 
-Target (issue 8, target 2): the training step of a dense softmax encoder
+Target 2: the training step of a dense softmax encoder
 (D = 512, N = 512, B = 16, 4 layers, FFN 2048, 8 heads) reaches at least 50% of
 the matmul peak measured in the same run (a large square ``jnp.dot``).
 

@@ -1,10 +1,10 @@
 """FactorizedDense vs dense, forward + backward: measured speedup against the FLOP ratio.
 
-Target (issue 8, target 1): at D = 1024 and 8192 tokens, the speedup of a rank-R
+Target 1: at D = 1024 and 8192 tokens, the speedup of a rank-R
 factorized layer over the dense one is at least 85% of the FLOP ratio D / (2R).
 Both layers are timed in the same run, after compilation, with
 ``block_until_ready``; the figure is a ratio, never an absolute time. ``make
-bench`` also measures it at 4x the tokens (issue 20). The loss is ½‖y‖², so the
+bench`` also measures it at 4x the tokens. The loss is ½‖y‖², so the
 backward gets a dense cotangent (a plain sum's is a broadcast 1, which XLA
 folds into reductions: the dense layer's dW and dx products vanish, and the
 comparison flattered dense; the figures before 2026-12 were taken that way).

@@ -1,7 +1,7 @@
 """The training loop compiles once and moves nothing between host and device but the batch
 and the scalars it logs.
 
-Target (issue 8, target 7): a real run of the trainer (``configs/tiny.py``)
+Target 7: a real run of the trainer (``configs/tiny.py``)
 whose step loop runs under ``jax.transfer_guard("disallow")``
 (``LOWRANK_JAX_TRANSFER_GUARD``), which turns every *implicit* host<->device
 transfer into an error; the trainer's only transfers are explicit
@@ -9,7 +9,7 @@ transfer into an error; the trainer's only transfers are explicit
 step's scalars where it logs, evaluates or checkpoints). Its step is traced
 once (``summary.json``'s ``step_traces``) over steps with different data.
 
-Target (issue 20): on real text the step seldom waits for its batch:
+Target 8: on real text the step seldom waits for its batch:
 ``input_wait_fraction`` under 5% for the real-text configs (TREC through
 MiniLM's tokenizer, with length buckets: the from-scratch ``configs/text.py``
 model, and in the full form ``configs/lora_minilm.py``), its step traced at

@@ -8,8 +8,8 @@ byte-level Text task; ``tokenizer=minilm`` gives MiniLM's WordPiece ids (for
 the pretrained encoder). No paper table: these are the real-text tasks of the
 LoRA and SVD experiments.
 
-``overfit``: the regime where a dense model overfits (issue 17's test of the
-seed's claim that a low rank regularises; ``configs/rank_sweep.py:dataset=trec``):
+``overfit``: the regime where a dense model overfits (``experiments/seed_claims``'
+test of the claim that a low rank regularises; ``configs/rank_sweep.py:dataset=trec``):
 a from-scratch byte-level encoder (2 layers, width 64, FFN 256, no dropout) on
 the task's few thousand training texts for ``epochs`` epochs, validated on the
 whole split after every epoch.

@@ -298,7 +298,7 @@ ROWS = [
     ),
     (
         "seed_claims",
-        "the founding text's claims: a low rank regularises (the train − test gap and test "
+        "two claims for low-rank layers: a low rank regularises (the train − test gap and test "
         "accuracy against R, FFN and Q/K/V, where the dense model overfits) and gives lower "
         "inference latency (forward time per example against R)",
         seed_claims,

@@ -292,23 +292,40 @@ def counts_note(runs: list[dict[str, str]], examples: str, source: str) -> str:
     )
 
 
+# The 1-minute load average before a timing below which nothing else is taken to be
+# running (on the 2-core machine: a quarter of one core busy over the last minute).
+QUIET_LOAD = 0.5
+
+
 def load_note(load: dict | None) -> str:
-    """What a timing's results file recorded of the machine's load, as a phrase.
+    """What a timing's results file recorded of the machine's load, and what it says.
 
     ``load`` is ``{"before": os.getloadavg(), "after": os.getloadavg()}`` taken around
-    the measurements (1-, 5- and 15-minute averages); files written before timings
-    recorded it have none.
+    the measurements (1-, 5- and 15-minute averages; the one after includes the
+    timing's own work); files written before timings recorded it have none.
 
-    >>> load_note({"before": [0.12, 0.3, 0.2], "after": [1.96, 0.9, 0.4]})
-    'load average (1 min) 0.12 before the timing, 1.96 after'
+    >>> load_note({"before": [0.12, 0.3, 0.2], "after": [1.96, 0.9, 0.4]})[-59:]
+    '0.20 before, 1.96 / 0.90 / 0.40 after: nothing else running'
+    >>> load_note({"before": [2.5, 2.0, 1.0], "after": [2.5, 2.1, 1.1]})[-45:]
+    'other work running (1-minute load 2.50 ≥ 0.5)'
     >>> load_note(None)
     'load not recorded'
     """
     if not load:
         return "load not recorded"
+
+    def three(values):
+        return " / ".join(f"{v:.2f}" for v in values)
+
+    before = load["before"][0]
+    verdict = (
+        "nothing else running"
+        if before < QUIET_LOAD
+        else f"other work running (1-minute load {before:.2f} ≥ {QUIET_LOAD})"
+    )
     return (
-        f"load average (1 min) {load['before'][0]:.2f} before the timing, "
-        f"{load['after'][0]:.2f} after"
+        f"load average (1 / 5 / 15 min) {three(load['before'])} before, "
+        f"{three(load['after'])} after: {verdict}"
     )
 
 

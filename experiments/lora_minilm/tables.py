@@ -337,7 +337,7 @@ def peer_steps(folder: Path, task: str) -> str:
             note += (
                 f" On our side LoRA on every linear layer is slower than full fine-tuning "
                 f"({every / full:.2f}× its step; the peer's is {theirs:.2f}× at N = 64): "
-                "a performance defect of ours, left to the performance issue."
+                "a performance defect of ours (benchmarks/README.md, target 6)."
             )
     align = "l" + "r" * (len(header) - 1)
     return markdown_table(header, rows, align) + "\n\n" + prose(note, 76)

@@ -1,7 +1,7 @@
-"""The seed's latency claim: forward time per example of a factorized FFN against R.
+"""The latency claim: forward time per example of a factorized FFN against R.
 
-The founding text says factorized layers give lower inference latency. This
-times the jitted forward pass (eval mode, ``bench.EncoderForward``) of a
+One claim for low-rank layers is that factorized layers give lower inference
+latency. This times the jitted forward pass (eval mode, ``bench.EncoderForward``) of a
 MiniLM-sized encoder (6 layers, width 384, FFN 1536, 12 heads, N = 128; the
 shape of all-MiniLM-L6-v2, the model `svd_compression` factorizes) with a dense
 FFN and with factorized FFNs of rank R, at batch 1 (one request) and a serving

@@ -1,4 +1,4 @@
-"""Generated blocks of experiments/seed_claims/README.md: the founding text's two claims.
+"""Generated blocks of experiments/seed_claims/README.md: two claims for low-rank layers, tested.
 
 ``regularisation``: results/regularisation/runs.csv (``lowrank-jax report``'s
 per-run rows of the trec sweep), each factorized point against the dense

@@ -224,8 +224,13 @@ def test_timing_notes_print_the_recorded_load(folder):
         lambda r: r.update(load={"before": [0.05, 0.1, 0.1], "after": [2.5, 1.0, 0.5]}),
     )
     text = _flat(tables.peer_steps(here, "trec"))
-    assert "load average (1 min) 0.05 before the timing, 2.50 after" in text
-    assert "nothing else running" not in text
+    assert "0.05 / 0.10 / 0.10 before, 2.50 / 1.00 / 0.50 after: nothing else running" in text
+    _edit_json(
+        here / "results" / "peer_trec_steps.json",
+        lambda r: r.update(load={"before": [1.5, 1.1, 1.0], "after": [2.5, 1.0, 0.5]}),
+    )
+    text = _flat(tables.peer_steps(here, "trec"))
+    assert "other work running (1-minute load 1.50" in text and "nothing else" not in text
     assert load_note(None) == "load not recorded"
 
 
@@ -286,7 +291,7 @@ def test_performer_reading_follows_the_errors(folder):
 
     def scale_as_one_over_m(results):
         for kinds in results["mse"].values():
-            for name, by_m in kinds.items():
+            for by_m in kinds.values():
                 for m, values in by_m.items():  # error = 1/M exactly, the same every seed
                     by_m[m] = [1.0 / int(m)] * len(values)
 
