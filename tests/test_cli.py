@@ -1,14 +1,76 @@
+import argparse
+import importlib.metadata
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+from absl import flags
+
+import lowrank_jax
 from lowrank_jax import cli, demo
 
+SCRIPT = Path(sys.executable).parent / "lowrank-jax"
+SUBCOMMANDS = ["train", "surgery", "sweep", "report", "demo", "tables"]
 
-def test_console_script_help():
-    script = Path(sys.executable).parent / "lowrank-jax"
-    result = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=True)
-    assert "usage: lowrank-jax" in result.stdout and "demo" in result.stdout
+
+def _script(*args: str) -> str:
+    """The installed ``lowrank-jax`` script's stdout (it must exit 0)."""
+    return subprocess.run([SCRIPT, *args], capture_output=True, text=True, check=True).stdout
+
+
+def test_console_script_is_the_package_entry_point():
+    (entry,) = importlib.metadata.entry_points(group="console_scripts", name="lowrank-jax")
+    assert entry.value == "lowrank_jax.cli:main" and entry.load() is cli.main
+    assert "from lowrank_jax.cli import main" in SCRIPT.read_text()
+    assert _script("--version").strip() == f"lowrank-jax {lowrank_jax.__version__}"
+
+
+def test_console_script_help_lists_every_subcommand_and_its_real_options():
+    parser = cli._parser()
+    (commands,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert list(commands.choices) == SUBCOMMANDS
+    out = _script("--help")
+    assert out.startswith("usage: lowrank-jax")
+    assert re.findall(r"^    (\w+) ", out, re.MULTILINE) == SUBCOMMANDS  # each with its help
+    # train and surgery print help written by hand: every option it names is a flag they
+    # parse, and train's names every one of them
+    real = flags.FlagValues()
+    cli._define_flags(real)
+
+    def named(text: str) -> set[str]:
+        return set(re.findall(r"--(\w+)\b(?!\.)", text)) - {"help"}
+
+    train = _script("train", "--help")
+    assert train.startswith("usage: lowrank-jax train") and "--config.FIELD=VALUE" in train
+    assert (
+        named(train)
+        == set(real)
+        == {
+            "config",
+            "workdir",
+            "force",
+            "coordinator_address",
+            "num_processes",
+            "process_id",
+        }
+    )
+    surgery = _script("surgery", "--help")
+    assert surgery.startswith("usage: lowrank-jax surgery") and named(surgery) == {"config"}
+    # the argparse subcommands: every option of the parser that main() dispatches with
+    expected = {
+        "sweep": {"--config", "--workdir", "--jobs", "--seeds", "--force", "--launcher"},
+        "report": {"workdir"},
+        "demo": {"--quick"},
+        "tables": {"--check", "--root"},
+    }
+    for name, options in expected.items():
+        text = _script(name, "--help")
+        assert text.startswith(f"usage: lowrank-jax {name}"), name
+        real_options = {o for a in commands.choices[name]._actions for o in a.option_strings}
+        real_options |= {a.dest for a in commands.choices[name]._actions if not a.option_strings}
+        assert options <= real_options, name
+        assert all(re.search(rf"(?<![\w-]){option}\b", text) for option in real_options), name
 
 
 def test_demo_command_dispatches(monkeypatch):

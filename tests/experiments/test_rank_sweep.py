@@ -1,9 +1,14 @@
+import csv
+import math
 from pathlib import Path
 
+import ml_collections
 import pytest
 
+from lowrank_jax import build
 from lowrank_jax.config import load_module
 from lowrank_jax.report import label
+from lowrank_jax.train.metrics import read_json, read_jsonl
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -33,3 +38,36 @@ def test_fashion_mnist_quick_form(tmp_path, tiny_fashion_mnist, quick_sweep):
         data={"data_dir": str(tmp_path / "tfds"), "source_dir": str(tiny_fashion_mnist)},
     )
     assert [label(r) for r in rows] == ["softmax, dense", "softmax, R=2"]
+    assert [(r["status"], r["ffn_rank"], r["qkv_rank"]) for r in rows] == [
+        ("done", None, None),
+        ("done", 2, None),
+    ]
+    # what the sweep is for: accuracies of the selected model on train and test, and the gap
+    accuracies = ("train_accuracy", "val_accuracy", "test_accuracy", "final_test_accuracy")
+    for row in rows:
+        assert all(0 <= row[key] <= 1 for key in accuracies), row
+        assert row["train_test_gap"] == row["train_accuracy"] - row["test_accuracy"]
+        assert row["params_trainable"] == row["params_total"] and row["median_step_time_s"] > 0
+    # both FFN denses of every layer, D x F each, become R x (D + F) factors (and keep biases)
+    config = load_module(CONFIGS / "rank_sweep.py").get_config("dataset=fashion_mnist")
+    d, f, layers = config.model.dim, config.model.ffn.dim, config.model.num_layers
+    dense, low = rows
+    assert dense["params_total"] - low["params_total"] == layers * 2 * (d * f - 2 * (d + f))
+    # results.csv holds the same rows
+    with open(tmp_path / "sweep" / "results.csv") as file:
+        table = list(csv.DictReader(file))
+    assert [(r["ffn_rank"], int(r["params_total"]), r["n"]) for r in table] == [
+        ("", dense["params_total"], "1"),
+        ("2", low["params_total"], "1"),
+    ]
+    assert [float(r["test_accuracy"]) for r in table] == [r["test_accuracy"] for r in rows]
+    # each run trained: 2 logged steps of finite loss and non-zero gradient, and its final
+    # parameters are not the ones it started from (random pixels: no accuracy to expect)
+    for row in rows:
+        run = tmp_path / "sweep" / row["name"]
+        logged = [r for r in read_jsonl(run / "metrics.jsonl") if "loss" in r]
+        assert [r["step"] for r in logged] == [1, 2]
+        assert all(math.isfinite(r["loss"]) and r["grad_norm"] > 0 for r in logged)
+        run_config = ml_collections.ConfigDict(read_json(run / "config.json"))
+        start = build.model(run_config.model, rngs=build.run_rngs(run_config.seed))
+        assert read_json(run / "summary.json")["params_sha256"] != build.params_sha256(start)

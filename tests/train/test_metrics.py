@@ -60,23 +60,38 @@ def test_a_write_error_turns_tensorboard_off_in_one_line(tmp_path, monkeypatch, 
 
 
 def test_a_stalled_disk_never_blocks_training(tmp_path, monkeypatch):
-    stalled, release = threading.Event(), threading.Event()
-    write = EventsWriter.write_event
+    stalled, release, returned = threading.Event(), threading.Event(), threading.Event()
+    write, written = EventsWriter.write_event, []
 
-    def slow(self, event):
+    def stall(self, event):  # the disk answers only once every add below has returned
         if event.summary.value:
             stalled.set()
             release.wait()
+            written.append(event.step)
         return write(self, event)
 
-    monkeypatch.setattr(EventsWriter, "write_event", slow)
+    monkeypatch.setattr(EventsWriter, "write_event", stall)
     writer = TensorBoard(tmp_path)
     writer.add(0, {"loss": 1.0})
-    stalled.wait(10)
-    start = time.perf_counter()
-    for step in range(3 * TensorBoard.BACKLOG):  # a full backlog drops records
-        writer.add(step, {"loss": 1.0})
-    assert time.perf_counter() - start < 5  # not waiting on the disk
+    assert stalled.wait(30)  # the writer's thread holds record 0, blocked on the disk
+    seen = {}
+
+    def training():  # in a thread, so that an add that blocks fails the test, not hangs it
+        for step in range(1, 3 * TensorBoard.BACKLOG + 1):  # a full backlog drops records
+            writer.add(step, {"loss": 1.0})
+        seen.update(
+            released=release.is_set(), written=list(written), alive=writer.thread.is_alive()
+        )
+        returned.set()
+
+    threading.Thread(target=training, daemon=True).start()
+    finished = returned.wait(30)  # bounds a wait for the adds, not their speed
     release.set()
+    assert finished, "add waited for the stalled disk"
+    # every add returned while the writer's thread was still blocked on record 0
+    assert seen == {"released": False, "written": [], "alive": True}
     writer.close()
-    assert not writer.failed
+    assert not writer.failed and not writer.thread.is_alive()
+    # then the writer drained: record 0 and the BACKLOG records queued behind it, in order
+    expected = list(range(TensorBoard.BACKLOG + 1))
+    assert written == expected and [e.step for e in _events(tmp_path)] == expected
