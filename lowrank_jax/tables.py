@@ -292,17 +292,15 @@ def counts_note(runs: list[dict[str, str]], examples: str, source: str) -> str:
     )
 
 
-# The 1-minute load average before a timing below which nothing else is taken to be
-# running (on the 2-core machine: a quarter of one core busy over the last minute).
+# The 1-minute load average before a timing under which nothing else is taken to run.
 QUIET_LOAD = 0.5
 
 
 def load_note(load: dict | None) -> str:
     """What a timing's results file recorded of the machine's load, and what it says.
 
-    ``load`` is ``{"before": os.getloadavg(), "after": os.getloadavg()}`` taken around
-    the measurements (1-, 5- and 15-minute averages; the one after includes the
-    timing's own work); files written before timings recorded it have none.
+    ``load``: ``{"before": os.getloadavg(), "after": ...}`` around the measurements (the
+    one after includes their own work); files older than that record have none.
 
     >>> load_note({"before": [0.12, 0.3, 0.2], "after": [1.96, 0.9, 0.4]})[-59:]
     '0.20 before, 1.96 / 0.90 / 0.40 after: nothing else running'

@@ -11,6 +11,8 @@ def _brute_force(spectra, shapes, budget):
     """The exact optimum: every rank combination that fits, the least total error."""
     costs = [i + o for i, o in shapes]
     best = None
+    # float64 sums of <= 18 squares (Σ <~ 10) differ by <= 18·1.1e-16·10 = 2e-14 between
+    # orders: 1e-12 separates a real improvement from rounding (also below)
     for combo in itertools.product(*(range(1, min(s) + 1) for s in shapes)):
         if sum(c * r for c, r in zip(costs, combo, strict=True)) <= budget:
             error = ranks.total_error(spectra, combo)
@@ -66,7 +68,11 @@ def test_truncation_error_is_the_dropped_frobenius_norm():
     u, s, vt = np.linalg.svd(w, full_matrices=False)
     for r in (1, 3, 5):
         truncated = (u[:, :r] * s[:r]) @ vt[:r]
-        assert ranks.truncation_error(s, r) == pytest.approx(np.sum((w - truncated) ** 2))
+        # float64: residual entries off by ~r·1.1e-16·|W| (<~ 1e-15), their squared sum by
+        # <~ 1e-13 relative when it is >~ 0.1; rel 1e-12 (abs 1e-12: at r = 5 both are ~0)
+        assert ranks.truncation_error(s, r) == pytest.approx(
+            np.sum((w - truncated) ** 2), rel=1e-12, abs=1e-12
+        )
 
 
 def test_uniform_is_the_largest_single_rank_that_fits():

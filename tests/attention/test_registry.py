@@ -20,8 +20,11 @@ def test_padding_tokens_change_nothing(kind):
     padded = jnp.concatenate([x, jax.random.normal(jax.random.key(2), (2, 4, 16))], axis=1)
     padded_mask = jnp.concatenate([real, jnp.zeros((2, 4), bool)], axis=1)
     out, out_padded = attn(x, real), attn(padded, padded_mask)
-    np.testing.assert_allclose(out_padded[0, :8], out[0], atol=1e-5)
-    np.testing.assert_allclose(out_padded[1, :6], out[1, :6], atol=1e-5)
+    # masked keys get weight exactly 0 (features exactly 0), so only the order of the real
+    # sums may change: 2·u·(n ≈ 16 + 12 + 64 features + 8 + 16)·Σ|terms| (<~ 3) -> 4e-5
+    # (u = 2^-24); a leaked padding key moves the output by O(0.1)
+    np.testing.assert_allclose(out_padded[0, :8], out[0], atol=1e-4)
+    np.testing.assert_allclose(out_padded[1, :6], out[1, :6], atol=1e-4)
 
 
 @pytest.mark.parametrize("kind", sorted(ATTENTION))

@@ -6,6 +6,9 @@ from flax import nnx
 
 from lowrank_jax.layers import FactorizedDense, macs_per_token, rank_for_energy
 
+# Bounds below: u = 2^-24, float32's unit roundoff; a float32 sum of n products is off by
+# at most n·u·Σ|terms| (Higham's γ_n), so two orders of it differ by at most twice that.
+
 
 def _with_spectrum(s, rows, cols, seed=0):
     """A [rows, cols] matrix whose singular values are exactly ``s``."""
@@ -27,6 +30,8 @@ def test_forward_is_x_a_b_plus_bias():
     layer.bias[...] = jnp.arange(24.0)
     x = jax.random.normal(jax.random.key(1), (4, 16))
     expected = x @ np.asarray(layer.a[...]) @ np.asarray(layer.b[...]) + np.arange(24.0)
+    # the same float32 ops on both sides; were they ordered differently: 2 × 19 terms ×
+    # u × Σ|x||A||B| ≈ 11 -> 2.5e-6, plus a rounding of |y| <= 24 (rtol)
     np.testing.assert_allclose(layer(x), expected, rtol=1e-5, atol=1e-5)
 
 
@@ -35,6 +40,9 @@ def test_init_output_variance_matches_dense(rank):
     x = jax.random.normal(jax.random.key(0), (1024, 512))
     dense_var = float(jnp.var(nnx.Linear(512, 512, rngs=nnx.Rngs(1))(x)))
     factorized_var = float(jnp.var(FactorizedDense(512, 512, rank, rngs=nnx.Rngs(2))(x)))
+    # sampling, not rounding: one draw of W (512² entries) puts the dense variance within
+    # ~0.5% of 1; at rank 1, ‖a‖² and ‖b‖²/512 (±6% each) and the variance of 1024 values
+    # of x·a (±4%) give a ~10% spread, so 0.2 is 2σ; a wrong 1/R scale is off by ≥ 8x
     assert dense_var == pytest.approx(1.0, rel=0.1)
     assert factorized_var == pytest.approx(dense_var, rel=0.2)
 
@@ -44,19 +52,24 @@ def test_from_dense_reproduces_exact_rank_r_matrix():
     bias = np.linspace(-1, 1, 40).astype(np.float32)
     layer = FactorizedDense.from_dense(kernel, bias, rank=3)
     assert layer.rank == 3
-    np.testing.assert_allclose(layer.dense_kernel(), kernel, atol=1e-5)
+    # float32 A, B (one rounding each) and their K=3 product: 5·u·Σ|A||B| (≈ 0.5) -> 1.5e-7
+    np.testing.assert_allclose(layer.dense_kernel(), kernel, atol=1e-6)
     x = np.random.default_rng(1).normal(size=(5, 24)).astype(np.float32)
-    np.testing.assert_allclose(layer(x), x @ kernel + bias, atol=1e-5)
+    # (x·A)·B: (24+3+2)·u·Σ|x||A||B| (≈ 4.7) -> 8e-6; x·W: 24·u·Σ|x||W| (≈ 3.8) -> 5e-6
+    np.testing.assert_allclose(layer(x), x @ kernel + bias, atol=2e-5)
 
 
 @pytest.mark.parametrize("rank", [1, 4, 10])
 def test_from_dense_is_best_rank_r_approximation(rank):
     kernel = np.random.default_rng(0).normal(size=(20, 30)).astype(np.float32)
-    s = np.linalg.svd(kernel, compute_uv=False)
-    residual = kernel - np.asarray(FactorizedDense.from_dense(kernel, rank=rank).dense_kernel())
+    s = np.linalg.svd(kernel.astype(np.float64), compute_uv=False)
+    approx = np.asarray(FactorizedDense.from_dense(kernel, rank=rank).dense_kernel(), np.float64)
+    residual = kernel - approx
     # Eckart–Young: Frobenius error² = sum of the dropped s², spectral error = s[R].
-    assert np.sum(residual**2) == pytest.approx(np.sum(s[rank:] ** 2), rel=1e-4)
-    assert np.linalg.norm(residual, 2) == pytest.approx(s[rank], rel=1e-4)
+    # float32 A·B is off by δ, ‖δ‖_F <= (R+2)·u·‖W‖_F (≈ 24) <= 2e-5, so ‖residual‖ moves
+    # by <= ‖δ‖: relative 2‖δ‖/‖residual‖ (>= 10) = 4e-6 squared, ‖δ‖/s[R] (>= 4.5) = 4e-6
+    assert np.sum(residual**2) == pytest.approx(np.sum(s[rank:] ** 2), rel=1e-5)
+    assert np.linalg.norm(residual, 2) == pytest.approx(s[rank], rel=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -112,20 +125,30 @@ def test_bf16_compute():
 def test_spectral_init_is_the_dense_inits_best_rank_r_balanced():
     layer = FactorizedDense(32, 48, rank=4, init="spectral", rngs=nnx.Rngs(3))
     a, b = np.asarray(layer.a[...], np.float64), np.asarray(layer.b[...], np.float64)
-    dense = nnx.initializers.lecun_normal()(nnx.Rngs(3).params(), (32, 48))
-    u, s, vt = np.linalg.svd(np.asarray(dense, np.float64), full_matrices=False)
-    np.testing.assert_allclose(a @ b, (u[:, :4] * s[:4]) @ vt[:4], atol=1e-5)
-    np.testing.assert_allclose(a.T @ a, np.diag(s[:4]), atol=1e-5)  # balanced factors
-    np.testing.assert_allclose(b @ b.T, np.diag(s[:4]), atol=1e-5)
+    dense = np.asarray(nnx.initializers.lecun_normal()(nnx.Rngs(3).params(), (32, 48)), np.float64)
+    u, s, vt = np.linalg.svd(dense, full_matrices=False)
+    # A float32 SVD is the exact one of W + E, ‖E‖ <~ eps·‖W‖_F (backward stable). Weyl moves
+    # each s by <= ‖E‖; Wedin turns the top-4 subspaces by <= ‖E‖/gap, gap = s[3] - s[4]
+    # (0.012 here, s[0] = 2.2), so the rank-4 truncation moves by <= ‖E‖·(1 + 2·s[0]/gap).
+    backward = np.finfo(np.float32).eps * np.linalg.norm(dense)  # ≈ 8e-7
+    truncation = backward * (1 + 2 * s[0] / (s[3] - s[4]))  # ≈ 3e-4
+    np.testing.assert_allclose(a @ b, (u[:, :4] * s[:4]) @ vt[:4], atol=truncation)
+    # balanced: AᵀA = √s·UᵀU·√s; Weyl's ‖E‖ plus s[0]·‖UᵀU - I‖ (<~ 32·eps, Householder)
+    balance = backward + s[0] * 32 * np.finfo(np.float32).eps  # ≈ 9e-6
+    np.testing.assert_allclose(a.T @ a, np.diag(s[:4]), atol=balance)
+    np.testing.assert_allclose(b @ b.T, np.diag(s[:4]), atol=balance)
 
 
 def test_frobenius_penalty_is_half_lambda_product_norm():
     layer = FactorizedDense(16, 24, rank=3, frobenius_decay=0.2, rngs=nnx.Rngs(0))
     product = np.asarray(layer.a[...], np.float64) @ np.asarray(layer.b[...], np.float64)
+    # float32 Gram products AᵀA, BBᵀ (16, 24 terms) then 9: a sum of positive-ish terms,
+    # relative <~ 40·u = 2.4e-6 (rel=1e-5)
     assert float(layer.penalty()) == pytest.approx(0.1 * np.sum(product**2), rel=1e-5)
     grad = nnx.grad(lambda m: m.penalty())(layer)  # d/dA λ/2‖AB‖² = λ·(AB)·Bᵀ
+    # autodiff through the same Grams: <~ 60·u·Σ|terms| (≈ 1.5, as max|grad|) -> 5e-6
     np.testing.assert_allclose(
-        grad.a[...], 0.2 * product @ np.asarray(layer.b[...]).T, rtol=1e-4, atol=1e-6
+        grad.a[...], 0.2 * product @ np.asarray(layer.b[...]).T, rtol=0, atol=1e-5
     )
 
 

@@ -6,6 +6,9 @@ from flax import nnx
 
 from lowrank_jax.layers import FactorizedDense, LoRA, macs_per_token
 
+# Bounds below: u = 2^-24, float32's unit roundoff; a float32 sum of n products is off by
+# at most n·u·Σ|terms| (Higham's γ_n), so two orders of it differ by at most twice that.
+
 BASES = {
     "dense": lambda: nnx.Linear(16, 24, rngs=nnx.Rngs(0)),
     "factorized": lambda: FactorizedDense(16, 24, rank=3, rngs=nnx.Rngs(0)),
@@ -42,9 +45,13 @@ def test_merged_equals_unmerged_and_unmerge_restores(kind):
     assert np.abs(unmerged - original).max() > 1e-2  # the update really does something
     lora.merge()
     lora.merge()  # idempotent: a second merge must not add the update twice
-    np.testing.assert_allclose(lora(_x()), unmerged, atol=1e-5)
-    np.testing.assert_allclose(base(_x()), unmerged, atol=1e-5)  # folded into the base
+    # x·(W + s·A·B) against x·W + s·(x·A)·B, K <= 21 terms each with Σ|x||W| <= 8.4 and
+    # Σ|x||s·A·B| <= 20: 2·21·u·28 -> 7e-5 (one update too many would be off by ~10)
+    np.testing.assert_allclose(lora(_x()), unmerged, atol=1e-4)
+    np.testing.assert_allclose(base(_x()), unmerged, atol=1e-4)  # folded into the base
     lora.unmerge()
+    # W + s·A·B - s·A·B: two roundings of |W| + |s·A·B| (<= 2.2), summed against Σ|x|
+    # (<= 20): 2·u·2.2·20 -> 5e-6
     np.testing.assert_allclose(base(_x()), original, atol=1e-5)
     np.testing.assert_allclose(lora(_x()), unmerged, atol=1e-5)
 
@@ -67,7 +74,9 @@ def test_scale(alpha, rslora, scale):
     assert lora.scale == scale
     x = _x()
     expected = base(x) + scale * (x @ lora.lora_a[...] @ lora.lora_b[...])
-    np.testing.assert_allclose(lora(x), expected, atol=1e-5)
+    # the same float32 dots (bitwise here); in another order 2·20·u·Σ|x||s·A·B| (<= 66)
+    # -> 1.6e-4 (a wrong scale is off by ~10)
+    np.testing.assert_allclose(lora(x), expected, atol=2e-4)
 
 
 def test_dropout_only_in_training_and_only_on_lora_path():
@@ -79,7 +88,7 @@ def test_dropout_only_in_training_and_only_on_lora_path():
     lora.eval()
     eval_out = lora(x)
     expected = lora.base(x) + x @ lora.lora_a[...] @ lora.lora_b[...]
-    np.testing.assert_allclose(eval_out, expected, atol=1e-5)
+    np.testing.assert_allclose(eval_out, expected, atol=1e-4)  # as test_scale's, Σ <= 20
     assert np.abs(np.asarray(train_out - eval_out)).max() > 1e-3
     lora.lora_b[...] = jnp.zeros_like(lora.lora_b[...])
     lora.train()
@@ -145,17 +154,24 @@ def test_dora_is_its_definition_equals_base_at_init_and_merges(kind):
     original = np.asarray(base(_x()))
     lora = LoRA(base, rank=2, alpha=4.0, variant="dora", rngs=nnx.Rngs(1))
     assert isinstance(lora.magnitude, nnx.LoRAParam) and lora.magnitude.shape == (24,)
-    np.testing.assert_allclose(lora(_x()), original, atol=1e-5)  # m = ‖W‖: W' = W
+    # m = ‖W‖: W' = W, m/‖W‖ = 1 from the same float32 norm (bitwise here); off by a few
+    # roundings it would move y by ~4·u·Σ|x||W| (<= 8.4) = 2e-6
+    np.testing.assert_allclose(lora(_x()), original, atol=1e-5)
     _trained(lora)
     lora.magnitude[...] = lora.magnitude[...] * jnp.linspace(0.5, 1.5, 24)  # a trained m
     unmerged = np.asarray(lora(_x()))
-    np.testing.assert_allclose(unmerged, _dora_reference(lora, _x()), rtol=1e-4, atol=1e-4)
+    # float32 against float64: x·W (19 terms, Σ <= 8.4), ratio·s·(x·A)·B (18, Σ <= 16 × 1.25)
+    # and m/‖W'‖ (~10 roundings of |out| <= 25): 19·u·8.4 + 18·u·20 + 10·u·25 -> 4e-5
+    np.testing.assert_allclose(unmerged, _dora_reference(lora, _x()), atol=1e-4)
     assert np.abs(unmerged - original).max() > 1e-2
     lora.merge()
+    # the merged x·W' (21 terms, Σ|x||W'| <= 12.4, W' rounded ~12 times) adds ~ 5e-5 more
     np.testing.assert_allclose(base(_x()), unmerged, atol=1e-4)  # folded into the base
     lora.unmerge()
+    # W'/ratio - s·A·B: ~15 roundings of |W| + |s·A·B| against Σ|x|: 15·u·24.6 -> 2e-5,
+    # and the same again through ‖W + s·A·B‖ in the DoRA forward
     np.testing.assert_allclose(base(_x()), original, atol=1e-4)
-    np.testing.assert_allclose(lora(_x()), unmerged, atol=1e-5)
+    np.testing.assert_allclose(lora(_x()), unmerged, atol=1e-4)
 
 
 def test_dora_norm_takes_no_gradient_and_magnitude_trains():
@@ -173,7 +189,9 @@ def test_dora_norm_takes_no_gradient_and_magnitude_trains():
     y = lora(_x())
     h = _x() @ lora.lora_a[...]
     expected = lora.scale * jnp.einsum("bnr,bno->ro", h, 2 * y * ratio)
-    np.testing.assert_allclose(grads["lora_b"][...], expected, rtol=1e-4, atol=1e-5)
+    # float32 contractions over 16 tokens on both sides, Σ|terms| <= 23: 2·16·u·23 -> 4e-5
+    # (a gradient through the norm would change it by O(1))
+    np.testing.assert_allclose(grads["lora_b"][...], expected, atol=1e-4)
 
 
 @pytest.mark.parametrize("init", ["pissa", "olora"])
@@ -184,21 +202,29 @@ def test_pissa_and_olora_keep_the_function_and_split_w(init):
     lora = LoRA(base, rank=4, alpha=8.0, init=init, rngs=nnx.Rngs(1))
     residual = np.asarray(base.kernel[...], np.float64)
     top = lora.scale * np.asarray(lora.lora_a[...] @ lora.lora_b[...], np.float64)
+    # float64 split stored in float32: W_res rounded once (|W_res| <= 0.7), A, B once each
+    # and a float32 K=4 product: u·0.7 + 6·u·|s·A·B| (<= 1.3) -> 5e-7
     np.testing.assert_allclose(residual + top, w, atol=1e-6)  # W_res + s·A·B == W
-    np.testing.assert_allclose(lora(_x()), original, atol=1e-5)
+    # x·W_res (16 terms, Σ <= 6) + s·(x·A)·B (20, Σ <= 9.6) against x·W (16, Σ <= 5.4), and
+    # the split's 5e-7 against Σ|x| <= 20: u·(96 + 192 + 86) + 1e-5 -> 3e-5
+    np.testing.assert_allclose(lora(_x()), original, atol=5e-5)
     if init == "pissa":  # s·A·B is W's best rank-4 approximation
         u, s, vt = np.linalg.svd(w, full_matrices=False)
-        np.testing.assert_allclose(top, (u[:, :4] * s[:4]) @ vt[:4], atol=1e-5)
+        # the same float64 SVD, then float32 A, B and their K=4 product: 6·2^-24·0.7 = 3e-7
+        np.testing.assert_allclose(top, (u[:, :4] * s[:4]) @ vt[:4], atol=1e-6)
     else:  # OLoRA: A·B spans the first 4 columns of Q in Wᵀ = Q·R
         q, _ = np.linalg.qr(w.T)
         b = np.asarray(lora.lora_b[...], np.float64)
-        np.testing.assert_allclose(np.abs(b @ q[:, :4]), np.eye(4), atol=1e-5)
+        # the same float64 QR; B rounded to float32: 2^-24·‖b_i‖·‖q_j‖ = 6e-8
+        np.testing.assert_allclose(np.abs(b @ q[:, :4]), np.eye(4), atol=1e-6)
     _trained(lora)
     trained = np.asarray(lora(_x()))
     lora.merge()
-    np.testing.assert_allclose(base(_x()), trained, atol=1e-4)
+    # trained Σ|x||s·A·B| <= 66: merged 17·u·72 and unmerged 20·u·66 -> 1.5e-4
+    np.testing.assert_allclose(base(_x()), trained, atol=2e-4)
     lora.unmerge()
-    np.testing.assert_allclose(np.asarray(base.kernel[...]), residual, atol=1e-5)
+    # (W_res + s·A·B) - s·A·B, two roundings of |W_res| + |s·A·B| <= 10.2 -> 1.2e-6
+    np.testing.assert_allclose(np.asarray(base.kernel[...]), residual, atol=2e-6)
 
 
 def test_pissa_needs_a_dense_base_and_bad_names_fail():
@@ -219,7 +245,8 @@ def test_merge_computes_in_float32_for_bfloat16_parameters():
     )
     lora.merge()
     merged = np.asarray(base.kernel[...].astype(jnp.float32), np.float64)
-    # one bfloat16 rounding of the float32 result, nothing more (2^-8 relative)
+    # one bfloat16 rounding of the float32 result, nothing more: bfloat16's unit roundoff
+    # 2^-8 (relative); atol covers the float32 merge itself, ~10·u·|W'| (<= 0.8) = 5e-7
     np.testing.assert_allclose(merged, expected, rtol=2**-8, atol=1e-6)
 
 
@@ -240,6 +267,10 @@ def test_the_low_rank_products_gradients_are_autodiffs(dtype):
         return lambda h, a, b: jnp.sum(fn(h, a, b).astype(jnp.float32) * g)
 
     ours = jax.jit(jax.grad(loss(lambda h, a, b: low_rank_product(h, a, b, 0.5)), (0, 1, 2)))
+    # The same dots as autodiff's and an exact scale (0.5): bitwise equal here. float32:
+    # another accumulation order moves a sum of K <= 39 terms by ~√K·u·Σ|terms| (<= 10x the
+    # max for Gaussians) -> 4e-6 of the max; bfloat16: one or two roundings of each
+    # output, 2^-8 each, as in XLA's f32-accumulated bf16 dots -> 2e-2 of the max.
     tol = 1e-5 if dtype == jnp.float32 else 2e-2
     np.testing.assert_allclose(
         np.asarray(low_rank_product(h, a, b, 0.5), np.float32),

@@ -74,9 +74,12 @@ def test_padding_tokens_change_nothing(kind, pooling):
     tokens, mask = _tokens(), jnp.ones((2, 8), bool)
     padded = jnp.concatenate([tokens, jnp.full((2, 4), 7)], axis=1)
     padded_mask = jnp.concatenate([mask, jnp.zeros((2, 4), bool)], axis=1)
-    np.testing.assert_allclose(model(padded, padded_mask), model(tokens, mask), atol=1e-5)
+    # padding adds exact zeros (masked weights, features and pooling terms are 0), so only
+    # the order of the real sums may change: ~116 terms a layer, 2 layers, Σ|terms| <~ 3
+    # (after LayerNorm): 2·232·u·3 -> 8e-5 (u = 2^-24); a leaked pad token moves it O(0.1)
+    np.testing.assert_allclose(model(padded, padded_mask), model(tokens, mask), atol=1e-4)
     np.testing.assert_allclose(
-        model.encode(padded, padded_mask)[:, :8], model.encode(tokens, mask), atol=1e-5
+        model.encode(padded, padded_mask)[:, :8], model.encode(tokens, mask), atol=1e-4
     )
 
 

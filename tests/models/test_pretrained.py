@@ -32,9 +32,15 @@ def test_embeddings_match_transformers_in_pytorch(minilm, torch_embed):
     ours = pretrained.embed(model, tokenizer, SENTENCES, batch_size=3)  # several pad lengths
 
     assert ours.shape == (len(SENTENCES), 384) and ours.dtype == np.float32
-    np.testing.assert_allclose(np.linalg.norm(ours, axis=-1), 1.0, atol=1e-5)
-    cosine_distance = 1.0 - np.sum(ours * theirs, axis=-1)
-    assert cosine_distance.max() < 1e-4, cosine_distance
+    # x/‖x‖ then ‖·‖ again: two 384-term float32 sums of squares, <= 384·u/2 each (u = 2^-24)
+    # -> 2.3e-5
+    np.testing.assert_allclose(np.linalg.norm(ours, axis=-1), 1.0, atol=5e-5)
+    # float32 on both sides, other kernels: ~10 sums of n <= 1536 terms per layer, 6 layers,
+    # each rounding ~√n·u at random -> √120·√1536·u ≈ 3e-5 of these unit
+    # vectors; 1e-4. A tanh GELU for erf's moves them by 1.1e-3 to 1.8e-3, which 1 - cos < 1e-4
+    # (quadratic: ‖Δ‖ up to 1.4e-2) let pass.
+    distance = np.linalg.norm(ours - theirs, axis=-1)
+    assert distance.max() < 1e-4, distance
     # truncation at 256 word pieces, as sentence-transformers does
     assert len(tokenizer.encode(SENTENCES[-1]).ids) == 256
 

@@ -18,6 +18,8 @@ def _train(**changes):
 
 def test_schedules():
     cosine = step.make_schedule(_train())
+    # float32 schedule arithmetic: a few roundings of values <= 1 (u = 6e-8); approx's
+    # default rel 1e-6 is 17u, abs 1e-6 covers 0.5·(1 + cos π) = 0.5·u-sized residue
     assert float(cosine(0)) == 0.0 and float(cosine(10)) == pytest.approx(1.0)
     assert float(cosine(100)) == pytest.approx(0.0, abs=1e-6) and 0 < float(cosine(55)) < 1
     rsqrt = step.make_schedule(_train(schedule="rsqrt"))
@@ -60,7 +62,8 @@ def test_weight_decay_only_on_matrices():
     params = {"w": np.ones((2, 2), np.float32), "b": np.ones((2,), np.float32)}
     zeros = jax.tree.map(np.zeros_like, params)  # no gradient: only decay can move a parameter
     updates, _ = tx.update(zeros, tx.init(params), params)
-    np.testing.assert_allclose(updates["w"], -0.5 * np.ones((2, 2)))  # -lr * weight_decay * w
+    # -lr * weight_decay * w = -1 · 0.5 · 1: exact in binary (rtol 1e-7 default)
+    np.testing.assert_allclose(updates["w"], -0.5 * np.ones((2, 2)))
     np.testing.assert_array_equal(updates["b"], np.zeros(2))
 
 
@@ -86,6 +89,8 @@ def test_frobenius_decayed_factors_skip_adamw_decay():
     np.testing.assert_array_equal(ffn["a"][...], before["layers"][0]["ffn"]["up"]["a"])
     np.testing.assert_array_equal(ffn["b"][...], before["layers"][0]["ffn"]["up"]["b"])
     decayed = before["layers"][0]["attention"]["query"]["kernel"] * (1 - 0.5)
+    # w - 0.5·w: exact in float32 (a power of two, then Sterbenz); rtol 1e-6 = 17u for
+    # another order of the update's few operations
     np.testing.assert_allclose(query["kernel"][...], decayed, rtol=1e-6)
 
 
@@ -96,6 +101,8 @@ def test_frobenius_penalty_sums_the_decayed_layers():
         for i in range(2)
         for name in ("up", "down")
     )
+    # the same penalty() per layer; only the 3 float32 additions of 4 positive terms differ
+    # from the float64 sum: <= 3u = 1.8e-7 relative
     assert float(frobenius_penalty(model)) == pytest.approx(expected, rel=1e-6)
     assert frobenius_penalty(_factorized_encoder(0.0)) is None  # no term, no changed trace
 
@@ -111,11 +118,11 @@ def test_profile_steps_names_the_field_and_the_range():
 
 @pytest.mark.parametrize("trainable", ["all", "lora"])
 def test_a_lora_step_forms_no_frozen_weight_gradient(trainable):
-    """Issue 20, target 3: in the compiled LoRA step no product has the shape of a
-    frozen weight ([24, 24], [24, 40], [40, 24] here; LoRA's are [24, 3], [3, 24],
-    the head's [24, 4]; the activations' [27, ...], 3 × 9 tokens with the class
-    token, so no forward or dX product matches); full fine-tuning, the control,
-    forms one per weight shape."""
+    """The benchmarks' target 5 (weight gradients): in the compiled LoRA step no
+    product has the shape of a frozen weight ([24, 24], [24, 40], [40, 24] here;
+    LoRA's are [24, 3], [3, 24], the head's [24, 4]; the activations' [27, ...],
+    3 × 9 tokens with the class token, so no forward or dX product matches); full
+    fine-tuning, the control, forms one per weight shape."""
     from lowrank_jax import bench, build
     from lowrank_jax.config import load_config
     from lowrank_jax.train import sharding
