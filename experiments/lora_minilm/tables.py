@@ -40,7 +40,7 @@ def ours_table(sweeps: dict[str, dict[str, dict]]) -> str:
     tasks differ only in the head)."""
     tasks = list(sweeps)
     first = sweeps[tasks[0]]
-    full = first[FULL]
+    full = first.get(FULL)  # a sweep of some rows only has no ratios to full
     rows = []
     for label in sorted(first, key=lambda label: first[label]["order"]):
         run = first[label]
@@ -51,9 +51,9 @@ def ours_table(sweeps: dict[str, dict[str, dict]]) -> str:
                 f"{run['params_trainable']:,}",
                 *(_accuracy_cell(sweeps[task].get(label)) for task in tasks),
                 f"{run['step_time_s'] * 1e3:.0f}",
-                f"{run['step_time_s'] / full['step_time_s']:.2f}×",
+                f"{run['step_time_s'] / full['step_time_s']:.2f}×" if full else "—",
                 f"{state / 2**20:.2f} MiB",
-                f"{state / full['optimizer_state_bytes']:.2%}",
+                f"{state / full['optimizer_state_bytes']:.2%}" if full else "—",
             ]
         )
     header = [
