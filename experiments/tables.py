@@ -19,6 +19,12 @@ def _tables(folder: Path, name: str) -> ModuleType:
     return load_module(folder / name / "tables.py")
 
 
+def _span(counts) -> str:
+    """``3`` when every point has the same number of seeds, else ``2–3``."""
+    counts = sorted(set(counts))
+    return "–".join(map(str, {counts[0]: None, counts[-1]: None}))
+
+
 def _json(path: Path):
     return json.loads(path.read_text())
 
@@ -152,7 +158,7 @@ def seed_claims(folder: Path) -> str:
     batches = " / ".join(str(r["batch"]) for r in latency["rows"])
     seeds = sorted({len(runs) for runs in module.grouped_runs(here).values()})
     return (
-        f"measured (CPU scale, {'–'.join(map(str, sorted({seeds[0], seeds[-1]})))} seeds, "
+        f"measured (CPU scale, {_span(seeds)} seeds, "
         f"Welch 95%): a smaller train − test gap at "
         f"{where('reduces overfitting', 'supported')}, a higher test accuracy at "
         f"{where('improves generalisation', 'supported')}, a lower one at "
@@ -213,7 +219,7 @@ def lora_minilm(folder: Path) -> str:
         reading = "one seed per method, so no method is compared with full fine-tuning"
     else:
         reading = (
-            f"{'–'.join(map(str, sorted({n[0], n[-1]})))} seeds; matching full fine-tuning on "
+            f"{_span(n)} seeds; matching full fine-tuning on "
             f"every task within ±{margin * 100:.1f} points: {rows('matches')}; below it on "
             f"every task: {rows('lower')}"
         )
@@ -236,7 +242,7 @@ def lora_minilm(folder: Path) -> str:
         f"CPU scale ({full['steps']} steps; {reading}); LoRA R = 64 on W_q, W_v and R = 8 on "
         f"all linear layers keep {shares} of full's optimizer state; the paper's RoBERTa-base "
         f"rows beside. Beside transformers + peft on trec ({record['epochs']} epochs, "
-        f"{'–'.join(map(str, seeds))} seeds a side): ours within or above peft's 95% interval "
+        f"{_span(seeds)} seeds a side): ours within or above peft's 95% interval "
         f"on {within} of {len(peer)} rows"
     )
 
