@@ -6,12 +6,14 @@ Each row's figures are read from that experiment's committed files, through its 
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from types import ModuleType
 
 from lowrank_jax.config import load_module
-from lowrank_jax.stats import interval
+from lowrank_jax.report import point_of
+from lowrank_jax.stats import interval, welch
 from lowrank_jax.tables import markdown_rows, markdown_table, prose, read_csv, span
 
 
@@ -342,11 +344,62 @@ def experiments(folder: Path) -> str:
     return markdown_table(["folder", "reproduces", "status"], rows)
 
 
-def demo(folder: Path) -> str:
-    """``make demo``'s table (committed from its run) and whether its extreme ranks separate."""
-    rows = sorted(
-        read_csv(folder / "demo" / "results" / "results.csv"), key=lambda r: int(r["lora_rank"])
+def _summary(row: dict, metric: str) -> dict:
+    """A results.csv row's ``stats.interval`` summary of one metric (mean, std, n)."""
+    std = row[f"{metric}_std"]
+    return {"mean": float(row[metric]), "std": float(std) if std else None, "n": int(row["n"])}
+
+
+def rank_difference(low: dict, high: dict) -> str:
+    """How the test accuracy of rank ``high`` differs from rank ``low`` (results.csv rows):
+    Welch's 95% interval of the difference of the means decides.
+
+    Example:
+      >>> a = {"lora_rank": "1", "n": "3", "test_accuracy": "0.80", "test_accuracy_std": "0.01"}
+      >>> b = {**a, "lora_rank": "32", "test_accuracy": "0.90"}
+      >>> rank_difference(a, b)
+      'R = 32 scores 10.0 points above R = 1 (95% interval of the difference +7.7 to +12.3 points)'
+    """
+    diff = welch(_summary(high, "test_accuracy"), _summary(low, "test_accuracy"))
+    pair = f"R = {high['lora_rank']}", f"R = {low['lora_rank']}"
+    if diff["ci95"] is None:
+        return f"{pair[0]} against {pair[1]}: not compared (n = 1)"
+    ends = (diff["mean"] - diff["ci95"]) * 100, (diff["mean"] + diff["ci95"]) * 100
+    span = f"95% interval of the difference {ends[0]:+.1f} to {ends[1]:+.1f} points"
+    if ends[0] <= 0 <= ends[1]:
+        return f"no difference detected between {pair[0]} and {pair[1]} ({span})"
+    side = "above" if diff["mean"] > 0 else "below"
+    return f"{pair[0]} scores {abs(diff['mean']) * 100:.1f} points {side} {pair[1]} ({span})"
+
+
+def convergence_reading(rows: list[dict], runs: list[dict]) -> str:
+    """Whether every point's runs kept a best before their last evaluation (report's rule)."""
+    flagged = [r for r in rows if r["still_improving"] == "True"]
+    if flagged:
+        return " ".join(
+            f"R = {r['lora_rank']}: {r['best_at_last_eval']} runs were still improving at "
+            "their last evaluation; its accuracy is a lower bound, not a converged value."
+            for r in flagged
+        )
+    last = {r["last_eval_step"] for r in runs}
+    steps = "; ".join(
+        f"R = {row['lora_rank']}: "
+        + ", ".join(r["best_step"] for r in runs if point_of(r["name"]) == row["name"])
+        for row in rows
     )
+    return (
+        "Every point converged by the report's rule: most of its runs kept an earlier "
+        f"evaluation than their last (step {'/'.join(sorted(last))}) as their best "
+        f"(best steps {steps})."
+    )
+
+
+def demo(folder: Path) -> str:
+    """``make demo``'s table (committed from its run), its convergence and whether, and by
+    how much, the ranks differ."""
+    results = folder / "demo" / "results"
+    rows = sorted(read_csv(results / "results.csv"), key=lambda r: int(r["lora_rank"]))
+    runs = read_csv(results / "runs.csv")
 
     def cell(row, metric):
         mean, half = float(row[metric]), row[f"{metric}_ci95"]
@@ -367,22 +420,15 @@ def demo(folder: Path) -> str:
         ],
         align="rrrrrr",
     )
-    low, high = rows[0], rows[-1]
-
-    def interval(row):
-        mean, half = float(row["test_accuracy"]), float(row["test_accuracy_ci95"])
-        return mean - half, mean + half
-
-    (a, b), (c, d) = interval(low), interval(high)
-    apart = "do not overlap" if b < c or d < a else "overlap"
+    pairs = [(rows[0], rows[-1])] + (list(itertools.pairwise(rows)) if len(rows) > 2 else [])
+    differences = "; ".join(rank_difference(a, b) for a, b in pairs)
     return (
         table
         + "\n\n"
         + prose(
-            "Mean ± half-width of the 95% interval (Student t) over the seeds. The "
-            "test-accuracy intervals of the smallest and the largest rank, "
-            f"R = {low['lora_rank']} ({a:.3f}–{b:.3f}) and R = {high['lora_rank']} "
-            f"({c:.3f}–{d:.3f}), {apart}."
+            "Mean ± half-width of the 95% interval (Student t) over the seeds. "
+            + convergence_reading(rows, runs)
+            + f" Test accuracy: {differences}."
         )
     )
 

@@ -291,12 +291,14 @@ def report(workdir: str) -> int:
     from lowrank_jax.report import write_report
 
     try:
-        table, plots = write_report(workdir)
+        written = write_report(workdir)
     except ConfigError as error:
         return _fail(str(error))
-    print(table)
+    print(written.table)
     print(f"tables: {workdir}/results.md, {workdir}/results.csv")
-    print("plots: " + ", ".join(str(p) for p in plots))
+    print("plots: " + ", ".join(str(p) for p in written.plots))
+    for line in written.warnings:
+        print(line)
     return 0
 
 

@@ -6,25 +6,31 @@ run directory. Runs that differ only in ``seed`` are one *point*: every metric
 is aggregated over its seeds as mean, standard deviation, n and a 95%
 confidence interval of the mean (Student t, n - 1 degrees of freedom); a point
 with one seed has n = 1 and no interval. It writes ``results.md`` and
-``results.csv`` (one row per point), ``runs.csv`` (one per run) and PNG plots
-of the means with their interval bars: accuracy and step time against rank per
-attention kind (the dense model as a dashed reference), accuracy against
-parameters with the Pareto front (of the means) marked, and learning curves.
+``results.csv`` (one row per point), ``runs.csv`` (one per run) and the plots
+of ``plots.write_plots``.
+
+Convergence is diagnosed per point: how many of its runs kept their last
+evaluation as their best (``stats.convergence``: such a run may still be
+improving) and the validation change over their last three evaluations. A
+point where most runs kept their last evaluation is marked "still improving"
+in ``results.md`` and the plots, and ``Report.warnings`` has one line for it.
 """
 
 from __future__ import annotations
 
 import csv
-import math
 import re
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
-from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
 
 from lowrank_jax.config import ConfigError
-from lowrank_jax.stats import interval
+from lowrank_jax.plots import IMPROVING, label, pareto_front, write_plots
+from lowrank_jax.stats import convergence, improving_warning, interval, still_improving
 from lowrank_jax.train.metrics import read_json, read_jsonl
+
+__all__ = ["Report", "aggregate", "label", "pareto_front", "point_of", "read_runs", "write_report"]
 
 KEYS = (
     "name",
@@ -44,8 +50,9 @@ METRICS = (
     "final_test_accuracy",
     "final_train_test_gap",
     "median_step_time_s",
+    "val_change_last3",  # validation accuracy at the last evaluation minus three before
 )
-COLUMNS = (*KEYS, *METRICS, "status")  # runs.csv: one row per run
+COLUMNS = (*KEYS, *METRICS, "best_step", "last_eval_step", "status")  # runs.csv: one per run
 
 
 def _rank(dense: dict) -> int | None:
@@ -70,6 +77,8 @@ def read_runs(workdir: str | Path) -> list[dict]:
         model = config["model"]
         summary = read_json(summary_path)
         metrics = read_jsonl(run / "metrics.jsonl")
+        curve = [(m["step"], m["val_accuracy"]) for m in metrics if "val_accuracy" in m]
+        progress = convergence(curve, summary.get("best_step"))
         train_accuracy = summary.get("train_accuracy")
         test_accuracy = summary.get("test_accuracy")
         final_train, final_test = (summary.get(f"final_{k}_accuracy") for k in ("train", "test"))
@@ -94,10 +103,14 @@ def read_runs(workdir: str | Path) -> list[dict]:
                 if final_train is None or final_test is None
                 else final_train - final_test,
                 "median_step_time_s": summary.get("median_step_time_s"),
+                "val_change_last3": progress["recent_change"],
+                "best_step": summary.get("best_step"),
+                "last_eval_step": progress["last_step"],
+                "best_is_last": progress["best_is_last"],
                 "status": "done",
                 "seed": config.get("seed"),
                 "point": point_of(run.name),
-                "curve": [(m["step"], m["val_accuracy"]) for m in metrics if "val_accuracy" in m],
+                "curve": curve,
             }
         )
     return sorted(rows, key=_order)
@@ -140,6 +153,11 @@ def aggregate(rows: list[dict]) -> list[dict]:
                 stats["ci95"],
             )
         row["curve"] = _mean_curve([r["curve"] for r in done])
+        k, judged, flagged = still_improving([r["best_is_last"] for r in done])
+        row["improving_runs"], row["judged_runs"] = k, judged
+        row["best_at_last_eval"] = f"{k} of {judged}" if judged else None
+        row["still_improving"] = flagged
+        row["best_steps"] = [r["best_step"] for r in done]
         row["seeds"] = sorted(r["seed"] for r in done if r.get("seed") is not None)
         out.append(row)
     return sorted(out, key=_order)
@@ -151,42 +169,12 @@ def _mean_curve(curves: list[list]) -> list:
     return [(step, float(np.mean([dict(c)[step] for c in curves]))) for step in steps]
 
 
-def label(row: dict) -> str:
-    """A short plot label: ``softmax, R=4`` (FFN rank), ``qkv R=8``, ``dense``, ``+LoRA 8``."""
-    parts = [row["attention"]]
-    if row["ffn_rank"]:
-        parts.append(f"R={row['ffn_rank']}")
-    if row["qkv_rank"]:
-        parts.append(f"qkv R={row['qkv_rank']}")
-    if not _low_rank(row):
-        parts.append("dense")
-    if row["lora_rank"]:
-        parts.append(f"LoRA {row['lora_rank']}")
-    return ", ".join(parts)
-
-
 def _order(row: dict) -> tuple:
     """Finished runs first, by attention kind, dense before low rank, then by rank."""
     if row["status"] != "done":
         return (1, row["name"])
     ranks = (row["ffn_rank"] or 0, row["qkv_rank"] or 0, row["lora_rank"] or 0)
     return (0, row["attention"], *ranks, row["name"])
-
-
-def pareto_front(points: list[tuple[float, float]]) -> list[int]:
-    """Indices of the points no other beats: fewer (or equal) parameters and higher accuracy.
-
-    Example:
-      >>> pareto_front([(10, 0.5), (20, 0.4), (30, 0.7), (5, 0.2)])
-      [3, 0, 2]
-    """
-    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
-    front, best = [], -math.inf
-    for i in order:
-        if points[i][1] > best:
-            front.append(i)
-            best = points[i][1]
-    return front
 
 
 def _cell(value) -> str:
@@ -212,19 +200,22 @@ def write_tables(runs: list[dict], points: list[dict], workdir: Path) -> str:
         writer.writeheader()
         writer.writerows(runs)
     stats = [f"{m}{suffix}" for m in METRICS for suffix in ("", "_std", "_ci95")]
+    convergence_columns = ("best_at_last_eval", "still_improving")
     with open(workdir / "results.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=(*KEYS, "n", *stats, "status"), extrasaction="ignore")
+        fields = (*KEYS, "n", *stats, *convergence_columns, "status")
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(points)
-    columns = (*KEYS, "n", *METRICS, "status")
+    columns = (*KEYS, "n", *METRICS, "best_at_last_eval", "status")
     header = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
     body = "".join(
         "| "
         + " | ".join(_stat_cell(row, c) if c in METRICS else _cell(row.get(c)) for c in columns)
         + " |\n"
-        for row in points
+        for row in ({**p, "best_at_last_eval": _convergence_cell(p)} for p in points)
     )
     table = header + body
+    warnings = "".join(f"- {line}\n" for line in improving_warnings(points))
     (workdir / "results.md").write_text(
         f"# Results of {workdir.name}\n\nFrom each run's config.json, summary.json and "
         f"metrics.jsonl (`lowrank-jax report {workdir}`). One row per point: runs that "
@@ -234,96 +225,38 @@ def write_tables(runs: list[dict], points: list[dict], workdir: Path) -> str:
         "runs.csv has every run. Rank — = dense. Each run's model is its best checkpoint on the "
         "validation split (val_accuracy, the selection); test_accuracy scores it on the whole "
         "test split; train_accuracy is its accuracy (eval mode) on the first "
-        "`train.train_eval_batches` batches of its training order.\n\n" + table
+        "`train.train_eval_batches` batches of its training order. best_at_last_eval: of the "
+        "runs, how many kept their last evaluation as their best (they may still be improving; "
+        "a point where most did is marked still improving); val_change_last3: validation "
+        "accuracy at the last evaluation minus three evaluations before.\n\n"
+        + table
+        + (f"\n## Still improving\n\n{warnings}" if warnings else "")
     )
     return table
 
 
-def _low_rank(row: dict) -> bool:
-    return bool(row["ffn_rank"] or row["qkv_rank"] or row["lora_rank"])
+def _convergence_cell(point: dict) -> str | None:
+    cell = point.get("best_at_last_eval")
+    return f"{cell}: {IMPROVING}" if cell and point.get("still_improving") else cell
 
 
-RANK_SERIES = {  # which layers are low rank -> (x value, marker style)
-    "FFN": (lambda r: r["ffn_rank"] if not r["qkv_rank"] else None, "o-"),
-    "Q/K/V": (lambda r: r["qkv_rank"] if not r["ffn_rank"] else None, "s-."),
-    "FFN + Q/K/V": (lambda r: r["ffn_rank"] if r["qkv_rank"] else None, "^:"),
-    "LoRA": (lambda r: r["lora_rank"] if not (r["ffn_rank"] or r["qkv_rank"]) else None, "d-"),
-}
-
-
-def _rank_plot(rows, key: str, ylabel: str, path: Path) -> None:
-    """Means with 95% interval bars, one line per attention kind and low-rank group
-    (FFN, Q/K/V, both); the dense model dashed, its interval shaded."""
-    fig = Figure(figsize=(6, 4))
-    ax = fig.subplots()
-    for i, kind in enumerate(sorted({r["attention"] for r in rows})):
-        color = f"C{i}"
-        measured = [r for r in rows if r["attention"] == kind and r[key] is not None]
-        for group, (rank_of, style) in RANK_SERIES.items():
-            ranked = sorted(
-                (rank_of(r), r[key], r.get(f"{key}_ci95") or 0.0) for r in measured if rank_of(r)
-            )
-            if ranked:
-                x, y, bars = zip(*ranked, strict=True)
-                ax.errorbar(x, y, yerr=bars, fmt=style, color=color, capsize=3)
-                ax.plot([], [], style, color=color, label=f"{kind}, {group}")
-        for r in measured:
-            if not _low_rank(r):
-                ax.axhline(r[key], color=color, linestyle="--", label=f"{kind}, dense")
-                if r.get(f"{key}_ci95"):
-                    half = r[f"{key}_ci95"]
-                    ax.axhspan(r[key] - half, r[key] + half, color=color, alpha=0.1)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("rank R")
-    ax.set_ylabel(f"{ylabel} (mean, 95% CI)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-
-
-def write_plots(points: list[dict], workdir: Path) -> list[Path]:
-    done = [r for r in points if r["status"] == "done"]
-    paths = [
-        workdir / f"{n}.png"
-        for n in ("accuracy_vs_rank", "step_time_vs_rank", "accuracy_vs_params", "learning_curves")
+def improving_warnings(points: list[dict]) -> list[str]:
+    """One line per point where most runs may still be improving (``stats.still_improving``)."""
+    return [
+        improving_warning(p["name"], p["improving_runs"], p["judged_runs"])
+        for p in points
+        if p.get("still_improving")
     ]
-    _rank_plot(done, "test_accuracy", "test accuracy", paths[0])
-    _rank_plot(done, "median_step_time_s", "median step time (s)", paths[1])
-
-    fig = Figure(figsize=(6, 4))
-    ax = fig.subplots()
-    named = [r for r in done if r["test_accuracy"] is not None]
-    points_xy = [(r["params_total"], r["test_accuracy"]) for r in named]
-    bars = [r.get("test_accuracy_ci95") or 0.0 for r in named]
-    if points_xy:
-        x, y = zip(*points_xy, strict=True)
-        ax.errorbar(x, y, yerr=bars, fmt="o", color="C0", capsize=3, label="points (mean, 95% CI)")
-    front = [points_xy[i] for i in pareto_front(points_xy)]
-    if front:
-        ax.plot(*zip(*front, strict=True), "s-", color="C3", label="Pareto front (means)")
-    for (params, accuracy), row in zip(points_xy, named, strict=True):
-        ax.annotate(label(row), (params, accuracy), fontsize=7)
-    ax.set_xlabel("parameters")
-    ax.set_ylabel("test accuracy")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(paths[2], dpi=100)
-
-    fig = Figure(figsize=(6, 4))
-    ax = fig.subplots()
-    for row in done:
-        if row["curve"]:
-            ax.plot(*zip(*row["curve"], strict=True), "o-", label=f"{label(row)} (n={row['n']})")
-    ax.set_xlabel("step")
-    ax.set_ylabel("validation accuracy (mean over seeds)")
-    ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(paths[3], dpi=100)
-    return paths
 
 
-def write_report(workdir: str | Path) -> tuple[str, list[Path]]:
-    """Write the tables and plots of a sweep directory; returns (Markdown table, plot paths)."""
+class Report(NamedTuple):
+    table: str  # results.md's table
+    plots: list[Path]
+    warnings: list[str]  # one line per point that may still be improving
+
+
+def write_report(workdir: str | Path) -> Report:
+    """Write the tables and plots of a sweep directory."""
     workdir = Path(workdir)
     if not workdir.is_dir():
         raise ConfigError(f"workdir: {workdir} is not a directory")
@@ -333,4 +266,5 @@ def write_report(workdir: str | Path) -> tuple[str, list[Path]]:
     if not runs:
         raise ConfigError(f"workdir: {workdir} holds no run directories")
     points = aggregate(runs)
-    return write_tables(runs, points, workdir), write_plots(points, workdir)
+    table = write_tables(runs, points, workdir)
+    return Report(table, write_plots(points, workdir), improving_warnings(points))

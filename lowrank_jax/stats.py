@@ -126,3 +126,51 @@ def equivalence_text(result: dict, margin: float, scale: float = 100, unit: str 
     if result["verdict"] == "matches":
         return f"matches ({span}, inside the margin of ±{margin * scale:.1f})"
     return f"{result['verdict']} ({span})"
+
+
+def convergence(curve: list[tuple[int, float]], best_step: int | None, window: int = 3) -> dict:
+    """Whether one run may still be improving, from its validation curve ``[(step, value)]``
+    and the step its model selection kept.
+
+    Returns ``{"last_step", "best_is_last", "recent_change"}``: ``best_is_last`` is True when
+    the selection kept the last evaluation (nothing after it was worse, so the run may still
+    be improving; None without an evaluation or a kept step); ``recent_change`` is the value
+    at the last evaluation minus the one ``window`` evaluations earlier (None with fewer).
+
+    Example:
+      >>> convergence([(10, 0.5), (20, 0.7), (30, 0.8), (40, 0.9)], best_step=40)
+      {'last_step': 40, 'best_is_last': True, 'recent_change': 0.4}
+      >>> convergence([(10, 0.5), (20, 0.8), (30, 0.8), (40, 0.79)], best_step=20)
+      {'last_step': 40, 'best_is_last': False, 'recent_change': 0.29}
+    """
+    if not curve:
+        return {"last_step": None, "best_is_last": None, "recent_change": None}
+    steps, values = zip(*sorted(curve), strict=True)
+    change = None if len(values) <= window else round(values[-1] - values[-1 - window], 12)
+    return {
+        "last_step": steps[-1],
+        "best_is_last": None if best_step is None else best_step == steps[-1],
+        "recent_change": change,
+    }
+
+
+def still_improving(best_is_last: list[bool | None]) -> tuple[int, int, bool]:
+    """``(k, n, flagged)`` over a point's runs: k of the n runs that could be judged kept their
+    last evaluation, and the point is flagged when most of them did (k > n / 2).
+
+    Example:
+      >>> still_improving([True, True, False]), still_improving([True, False, None])
+      ((2, 3, True), (1, 2, False))
+    """
+    judged = [flag for flag in best_is_last if flag is not None]
+    k = sum(judged)
+    return k, len(judged), 2 * k > len(judged)
+
+
+def improving_warning(point: str, k: int, n: int) -> str:
+    """The one line ``lowrank-jax report`` prints for a flagged point (scripts look for the
+    words "still improving")."""
+    return (
+        f"{point}: {k} of {n} runs were still improving at their last evaluation; "
+        "train longer before reading this point"
+    )

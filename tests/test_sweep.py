@@ -1,3 +1,4 @@
+import csv
 import json
 from pathlib import Path
 
@@ -72,7 +73,7 @@ def test_sweep_runs_records_failures_resumes_and_reports(tmp_path, capsys):
     # ... recognised in the sweep process: no `lowrank-jax train` process is started for them
     assert all(r["seconds"] == 0.0 for r in again if r["status"] == "done")
 
-    table, plots = write_report(workdir)
+    table, plots, _ = write_report(workdir)
     assert all(p.exists() and p.stat().st_size > 1000 for p in plots)
     assert (workdir / "results.md").exists() and (workdir / "results.csv").exists()
     rows = {row["name"]: row for row in read_runs(workdir)}
@@ -89,7 +90,7 @@ def test_report_of_a_missing_directory(tmp_path, capsys):
     assert "is not a directory" in capsys.readouterr().err
 
 
-def _fake_run(workdir, name, *, seed, rank, accuracy, step_time):
+def _fake_run(workdir, name, *, seed, rank, accuracy, step_time, curve=None, best_step=None):
     run = workdir / name
     run.mkdir(parents=True)
     dense = {"kind": "factorized", "rank": rank} if rank else {"kind": "dense", "rank": None}
@@ -102,12 +103,12 @@ def _fake_run(workdir, name, *, seed, rank, accuracy, step_time):
         "best_val_accuracy": accuracy + 0.01,
         "train_accuracy": accuracy + 0.05,
         "median_step_time_s": step_time,
+        "best_step": best_step,
     }
     (run / "summary.json").write_text(json.dumps(summary))
-    records = [
-        {"step": 10, "val_accuracy": accuracy - 0.1},
-        {"step": 20, "val_accuracy": accuracy},
-    ]
+    curve = curve or [(10, accuracy - 0.1), (20, accuracy)]
+    records = [{"step": step, "loss": 1.0} for step in range(5, 5 + 10 * len(curve), 10)]
+    records += [{"step": step, "val_accuracy": value} for step, value in curve]
     (run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
 
 
@@ -120,7 +121,7 @@ def test_report_aggregates_seeds_with_student_t_intervals(tmp_path):
         name = f"ffn.dense.rank=4,seed={seed}"
         _fake_run(workdir, name, seed=seed, rank=4, accuracy=accuracy, step_time=0.1 + seed)
     _fake_run(workdir, "ffn.dense.kind=dense", seed=0, rank=None, accuracy=0.9, step_time=1.0)
-    table, plots = write_report(workdir)
+    table, plots, _ = write_report(workdir)
     results = (workdir / "results.csv").read_text().splitlines()
     rows = {row["name"]: row for row in csv.DictReader(results)}
     low, dense = rows["ffn.dense.rank=4"], rows["ffn.dense.kind=dense"]
@@ -135,6 +136,49 @@ def test_report_aggregates_seeds_with_student_t_intervals(tmp_path):
     assert "| 0.9000 |" in table and table.count("±") == 5  # five metrics of the one n = 3 point
     assert len(list(csv.DictReader((workdir / "runs.csv").read_text().splitlines()))) == 4
     assert all(p.exists() and p.stat().st_size > 1000 for p in plots)
+
+
+def test_report_flags_a_point_whose_runs_kept_their_last_evaluation(tmp_path, capsys):
+    """Convergence, both ways: R = 1's three runs each keep their last evaluation (flagged,
+    one warning line); R = 4's plateaued, only one of three kept its last (not flagged)."""
+    workdir = tmp_path / "sweep"
+    rising = [(10, 0.5), (20, 0.6), (30, 0.7), (40, 0.8)]
+    flat = [(10, 0.7), (20, 0.85), (30, 0.84), (40, 0.85)]  # a tie keeps the earlier step
+    for seed in range(3):
+        _fake_run(workdir, f"ffn.dense.rank=1,seed={seed}", seed=seed, rank=1, accuracy=0.8,
+                  step_time=0.1, curve=rising, best_step=40)  # fmt: skip
+        best, curve = (40, [*flat[:3], (40, 0.86)]) if seed == 0 else (20, flat)
+        _fake_run(workdir, f"ffn.dense.rank=4,seed={seed}", seed=seed, rank=4, accuracy=0.85,
+                  step_time=0.1, curve=curve, best_step=best)  # fmt: skip
+    assert cli.main(["report", str(workdir)]) == 0
+    out = capsys.readouterr().out.splitlines()  # the table's rows, then the warnings
+    warnings = [line for line in out if "still improving" in line and not line.startswith("|")]
+    assert warnings == [
+        "ffn.dense.rank=1: 3 of 3 runs were still improving at their last evaluation; "
+        "train longer before reading this point"
+    ]
+    results = (workdir / "results.md").read_text()
+    assert "| 3 of 3: still improving |" in results and "| 1 of 3 |" in results
+    assert "## Still improving\n\n- ffn.dense.rank=1: 3 of 3 runs" in results
+    rows = {r["name"]: r for r in csv.DictReader((workdir / "results.csv").open())}
+    assert rows["ffn.dense.rank=1"]["still_improving"] == "True"
+    assert rows["ffn.dense.rank=4"]["still_improving"] == "False"
+    # the change over the last three evaluations: 0.8 - 0.5, and (0.86 - 0.7 + 2 * 0.15) / 3
+    assert float(rows["ffn.dense.rank=1"]["val_change_last3"]) == pytest.approx(0.3)
+    assert float(rows["ffn.dense.rank=4"]["val_change_last3"]) == pytest.approx(0.46 / 3)
+    runs = {r["name"]: r for r in csv.DictReader((workdir / "runs.csv").open())}
+    assert runs["ffn.dense.rank=4,seed=1"]["best_step"] == "20"
+    assert runs["ffn.dense.rank=4,seed=1"]["last_eval_step"] == "40"
+
+
+def test_one_run_without_a_kept_step_is_not_judged():
+    from lowrank_jax.stats import convergence, still_improving
+
+    assert convergence([(10, 0.5), (20, 0.6)], best_step=None)["best_is_last"] is None
+    assert convergence([], best_step=10)["last_step"] is None
+    assert convergence([(10, 0.5), (20, 0.6)], best_step=20)["recent_change"] is None  # < 4
+    assert still_improving([None, None]) == (0, 0, False)
+    assert still_improving([True]) == (1, 1, True)  # one seed: its one run decides
 
 
 def test_seeds_name_the_runs_and_a_bad_count_is_one_line(tmp_path, capsys):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from lowrank_jax.config import load_module
 from lowrank_jax.tables import counts_note, markdown_table, prose, read_csv, signed
 
 KINDS = {"softmax": "softmax (Transformer)", "linformer": "Linformer", "performer": "Performer"}
@@ -15,14 +16,17 @@ def side_by_side(folder: Path) -> str:
     paper = json.loads((folder / "paper.json").read_text())["accuracy"]
     runs = [r for r in read_csv(folder / "results" / "results.csv") if r["status"] == "done"]
     runs.sort(key=lambda r: (list(KINDS).index(r["attention"]), r["ffn_rank"] != "", r["ffn_rank"]))
+
+    def name(run):
+        rank = run["ffn_rank"]
+        return f"{KINDS[run['attention']]}, {f'factorized FFN R = {rank}' if rank else 'dense FFN'}"
+
     rows = []
     for run in runs:
-        rank = run["ffn_rank"]
-        ffn = f"factorized FFN R = {rank}" if rank else "dense FFN"
-        lra = f"{paper[run['attention']]:.2f}" if not rank else "—"
+        lra = f"{paper[run['attention']]:.2f}" if not run["ffn_rank"] else "—"
         rows.append(
             [
-                f"{KINDS[run['attention']]}, {ffn}",
+                name(run),
                 lra,
                 f"{float(run['eval_accuracy']):.3f}",
                 f"{float(run['train_accuracy']):.3f}",
@@ -41,7 +45,8 @@ def side_by_side(folder: Path) -> str:
         "median step (s)",
     ]
     note = counts_note(runs, "trees", "results/results.csv")
-    return markdown_table(header, rows, "lrrrrrr") + "\n\n" + note
+    converged = load_module(folder.parent / "rank_sweep" / "tables.py").convergence_note(runs, name)
+    return markdown_table(header, rows, "lrrrrrr") + "\n\n" + note + "\n\n" + prose(converged)
 
 
 # The rows of ``configs/listops.py:runlocal,lra_settings`` (point names as the sweep writes them)

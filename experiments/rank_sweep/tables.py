@@ -66,6 +66,24 @@ def overfits(runs: list[dict[str, str]]) -> dict:
     return {"gap": gap, "error": error, "overfits": gap > error}
 
 
+def convergence_note(runs: list[dict[str, str]], name=lambda run: _kind(run)[2]) -> str:
+    """How many one-seed points had their best evaluation at their last (final = best), the
+    report's "still improving" rule read from the older results' columns; ``name`` labels
+    a point."""
+    last = [r for r in runs if float(r["best_eval_accuracy"]) <= float(r["eval_accuracy"])]
+    if not last:
+        return "Every point's best evaluation came before its last: all had plateaued."
+    names = "; ".join(name(r) for r in last)
+    return (
+        f"Convergence: {len(last)} of {len(runs)} points had their best evaluation at their "
+        f"last ({names}): they may still be improving, so read their accuracies as lower "
+        "bounds and their differences as differences at this budget, not at convergence. "
+        "These one-seed CPU-scale runs were not retrained to a plateau: at several seeds that "
+        "is hours on the 2-core machine. `lowrank-jax report` flags such points of a new "
+        "sweep itself."
+    )
+
+
 def parameters(folder: Path) -> str:
     """The parameters each data set's factorized points save, and the most they could."""
     parts = []
@@ -123,7 +141,13 @@ def sweep_table(folder: Path, dataset: str, examples: str) -> str:
         "median step (s)",
     ]
     note = counts_note(runs, examples, f"results/{dataset}/results.csv")
-    return markdown_table(header, rows, "lrrrrrr") + "\n\n" + note
+    return (
+        markdown_table(header, rows, "lrrrrrr")
+        + "\n\n"
+        + note
+        + "\n\n"
+        + prose(convergence_note(runs))
+    )
 
 
 def majority(folder: Path) -> str:

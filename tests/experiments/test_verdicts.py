@@ -268,18 +268,40 @@ def test_lora_params_match_is_counted(folder):
     assert _tables(folder).lora_params(folder).startswith("matches in ")
 
 
-def test_demo_reading_follows_the_intervals(folder):
-    path = folder / "demo" / "results" / "results.csv"
-    rows = sorted(read_csv(path), key=lambda r: int(r["lora_rank"]))
-    low, high = rows[0], rows[-1]  # the smallest and the largest rank, which the text compares
-    low["test_accuracy"], low["test_accuracy_ci95"] = "0.5", "0.05"
-    high["test_accuracy"], high["test_accuracy_ci95"] = "0.9", "0.05"
-    _write_csv(path, rows)
-    assert "do not overlap" in _flat(_tables(folder).demo(folder))
-    high["test_accuracy"] = "0.55"
-    _write_csv(path, rows)
-    text = _flat(_tables(folder).demo(folder))
-    assert "overlap" in text and "do not overlap" not in text
+def _demo_results(folder: Path, means: dict, improving: dict) -> None:
+    """results.csv and runs.csv of a demo of 3 seeds per rank: test accuracy ``means[R]``
+    (std 0.01), and ``improving[R]`` of the 3 runs best at their last evaluation (300)."""
+    rows, runs = [], []
+    for rank, mean in means.items():
+        k = improving.get(rank, 0)
+        rows.append({"lora_rank": rank, "params_trainable": 1000 * rank, "n": 3,
+                     "test_accuracy": mean, "test_accuracy_std": 0.01,
+                     "test_accuracy_ci95": 0.025, "val_accuracy": mean, "val_accuracy_ci95": "",
+                     "train_accuracy": mean, "train_accuracy_ci95": "",
+                     "best_at_last_eval": f"{k} of 3", "still_improving": 2 * k > 3,
+                     "name": f"lora.rank={rank}"})  # fmt: skip
+        for seed in range(3):
+            best = 300 if seed < k else 250
+            runs.append({"name": f"lora.rank={rank},seed={seed}", "best_step": best,
+                         "last_eval_step": 300})  # fmt: skip
+    results = folder / "demo" / "results"
+    _write_csv(results / "results.csv", rows)
+    _write_csv(results / "runs.csv", runs)
+
+
+def test_demo_reading_follows_the_differences_and_the_convergence(folder):
+    demo = _tables(folder).demo
+    _demo_results(folder, {1: 0.80, 4: 0.85, 32: 0.90}, {})
+    text = _flat(demo(folder))
+    assert "Every point converged by the report's rule" in text
+    assert "R = 1: 250, 250, 250; R = 4: 250" in text and "(step 300)" in text
+    assert "R = 32 scores 10.0 points above R = 1" in text
+    assert "R = 4 scores 5.0 points above R = 1" in text
+    _demo_results(folder, {1: 0.80, 4: 0.805, 32: 0.77}, {1: 2})
+    text = _flat(demo(folder))
+    assert "R = 1: 2 of 3 runs were still improving" in text and "Every point" not in text
+    assert "no difference detected between R = 4 and R = 1" in text
+    assert "R = 32 scores 3.5 points below R = 4" in text
 
 
 def test_performer_reading_follows_the_errors(folder):
@@ -300,3 +322,19 @@ def test_performer_reading_follows_the_errors(folder):
     assert "does not fall" not in text and "A possible reason" not in text
     assert "the error falls with M, as fast as 1/M or faster" in text
     assert "is not seen here" in text and "catastrophic outliers" not in text
+
+
+def test_sweep_convergence_note_counts_the_points_best_at_their_last_evaluation(folder):
+    tables = _tables(folder, "rank_sweep")
+    path = folder / "rank_sweep" / "results" / "listops" / "results.csv"
+    rows = read_csv(path)
+    for row in rows:  # every best evaluation before the last: nothing flagged
+        row["best_eval_accuracy"] = str(float(row["eval_accuracy"]) + 0.01)
+    _write_csv(path, rows)
+    text = _flat(tables.TABLES["listops"](folder / "rank_sweep"))
+    assert "all had plateaued" in text and "may still be improving" not in text
+    rows[0]["best_eval_accuracy"] = rows[0]["eval_accuracy"]  # the dense point: best = last
+    _write_csv(path, rows)
+    text = _flat(tables.TABLES["listops"](folder / "rank_sweep"))
+    assert f"1 of {len(rows)} points had their best evaluation at their last" in text
+    assert "(dense (reference))" in text
