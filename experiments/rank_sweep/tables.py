@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from types import ModuleType
 
 from lowrank_jax.config import load_module
 from lowrank_jax.tables import (
@@ -64,24 +65,6 @@ def overfits(runs: list[dict[str, str]]) -> dict:
     error = 2 * math.sqrt(sum(p[k] * (1 - p[k]) / counts[k] for k in counts))
     gap = p["train_accuracy"] - p["eval_accuracy"]
     return {"gap": gap, "error": error, "overfits": gap > error}
-
-
-def convergence_note(runs: list[dict[str, str]], name=lambda run: _kind(run)[2]) -> str:
-    """How many one-seed points had their best evaluation at their last (final = best), the
-    report's "still improving" rule read from the older results' columns; ``name`` labels
-    a point."""
-    last = [r for r in runs if float(r["best_eval_accuracy"]) <= float(r["eval_accuracy"])]
-    if not last:
-        return "Every point's best evaluation came before its last: all had plateaued."
-    names = "; ".join(name(r) for r in last)
-    return (
-        f"Convergence: {len(last)} of {len(runs)} points had their best evaluation at their "
-        f"last ({names}): they may still be improving, so read their accuracies as lower "
-        "bounds and their differences as differences at this budget, not at convergence. "
-        "These one-seed CPU-scale runs were not retrained to a plateau: at several seeds that "
-        "is hours on the 2-core machine. `lowrank-jax report` flags such points of a new "
-        "sweep itself."
-    )
 
 
 def parameters(folder: Path) -> str:
@@ -146,14 +129,17 @@ def sweep_table(folder: Path, dataset: str, examples: str) -> str:
         + "\n\n"
         + note
         + "\n\n"
-        + prose(convergence_note(runs))
+        + prose(_listops().convergence_note(runs, lambda run: _kind(run)[2]))
     )
+
+
+def _listops() -> ModuleType:
+    return load_module(Path(__file__).parent.parent / "listops" / "tables.py")
 
 
 def majority(folder: Path) -> str:
     """The ListOps test split's majority class, as experiments/listops counts it."""
-    listops = load_module(folder.parent / "listops" / "tables.py")
-    return listops.majority(folder.parent / "listops")
+    return _listops().majority(folder.parent / "listops")
 
 
 TABLES = {
