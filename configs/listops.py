@@ -37,7 +37,7 @@ Args: ``runlocal``, ``attention`` (softmax | linformer | performer), ``rank``
 from lowrank_jax.config import MODEL_ARGS, apply_model_args, parse_arg, train_defaults
 from lowrank_jax.data import listops
 from lowrank_jax.models import default_config as model_defaults
-from lowrank_jax.sweep import product
+from lowrank_jax.sweeps.launch import product
 
 
 def get_config(arg=None):

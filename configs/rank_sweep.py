@@ -31,7 +31,7 @@ spectral initialisation, and with spectral initialisation and Frobenius decay λ
 from pathlib import Path
 
 from lowrank_jax.config import ConfigError, load_module, parse_arg
-from lowrank_jax.sweep import product
+from lowrank_jax.sweeps.launch import product
 
 # dataset: (base config file, base arg, FFN ranks, Q/K/V ranks, attention kinds)
 DATASETS = {

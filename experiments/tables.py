@@ -12,8 +12,8 @@ from pathlib import Path
 from types import ModuleType
 
 from lowrank_jax.config import load_module
-from lowrank_jax.report import point_of
-from lowrank_jax.stats import interval, welch
+from lowrank_jax.sweeps.report import point_of
+from lowrank_jax.sweeps.stats import interval, welch
 from lowrank_jax.tables import markdown_rows, markdown_table, prose, read_csv, span
 
 

@@ -258,9 +258,9 @@ def train(argv: list[str]) -> int:
 
 
 def sweep(args, extra: list[str]) -> int:
-    from lowrank_jax import slurm
     from lowrank_jax.config import ConfigError
-    from lowrank_jax.sweep import run_sweep
+    from lowrank_jax.sweeps import slurm
+    from lowrank_jax.sweeps.launch import run_sweep
 
     given = slurm.Options.given(vars(args))
     try:
@@ -288,7 +288,7 @@ def sweep(args, extra: list[str]) -> int:
 
 def report(workdir: str) -> int:
     from lowrank_jax.config import ConfigError
-    from lowrank_jax.report import write_report
+    from lowrank_jax.sweeps.report import write_report
 
     try:
         written = write_report(workdir)

@@ -1,6 +1,7 @@
 """The composition layer (``lowrank_jax/build.py``) and the package's structure."""
 
 import ast
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from lowrank_jax import build, cli
+from lowrank_jax import SHIMS, build, cli
 from lowrank_jax.attention import ATTENTION, make_attention
 from lowrank_jax.config import ConfigError, load_config
 from lowrank_jax.models import build_encoder, capture_intermediates, default_config
@@ -376,3 +377,11 @@ def test_lora_rules_from_the_config():
     config.lora.rules = [[r"layers\.9\.attention\.query", 4, None]]
     with pytest.raises(ConfigError, match=r"^model.lora.rules\[0\]: must be a pattern matching"):
         build.model(config, rngs=build.run_rngs(0))
+
+
+@pytest.mark.parametrize(("old", "new"), SHIMS)
+def test_a_moved_module_warns_naming_its_new_path_and_is_the_new_module(old, new):
+    sys.modules.pop(old, None)
+    with pytest.warns(DeprecationWarning, match=rf"{old} is deprecated: import {new}$"):
+        module = importlib.import_module(old)
+    assert module is importlib.import_module(new)

@@ -162,7 +162,7 @@ def one_batch_train(monkeypatch, quick_train):
 
 
 def test_demo_sweeps_lora_ranks_on_trec_and_every_point_validates():
-    from lowrank_jax.sweep import apply_point, with_seeds
+    from lowrank_jax.sweeps.launch import apply_point, with_seeds
 
     module = load_module(CONFIGS / "demo.py")
     points = with_seeds(module.get_sweep(), 3)

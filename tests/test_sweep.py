@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from lowrank_jax import cli
-from lowrank_jax.report import pareto_front, read_runs, write_report
-from lowrank_jax.sweep import load_sweep, point_name, product, run_sweep, zip_points
+from lowrank_jax.sweeps.launch import load_sweep, point_name, product, run_sweep, zip_points
+from lowrank_jax.sweeps.report import pareto_front, read_runs, write_report
 
 TINY = """
 from lowrank_jax.config import load_config
@@ -172,7 +172,7 @@ def test_report_flags_a_point_whose_runs_kept_their_last_evaluation(tmp_path, ca
 
 
 def test_one_run_without_a_kept_step_is_not_judged():
-    from lowrank_jax.stats import convergence, still_improving
+    from lowrank_jax.sweeps.stats import convergence, still_improving
 
     assert convergence([(10, 0.5), (20, 0.6)], best_step=None)["best_is_last"] is None
     assert convergence([], best_step=10)["last_step"] is None
@@ -182,7 +182,7 @@ def test_one_run_without_a_kept_step_is_not_judged():
 
 
 def test_seeds_name_the_runs_and_a_bad_count_is_one_line(tmp_path, capsys):
-    from lowrank_jax.sweep import with_seeds
+    from lowrank_jax.sweeps.launch import with_seeds
 
     points = with_seeds([{"model.lora.rank": 2}, {"seed": 5}], 3)
     assert [point_name(p) for p in points] == [
@@ -207,7 +207,7 @@ def test_seeds_name_the_runs_and_a_bad_count_is_one_line(tmp_path, capsys):
 def test_a_damaged_run_file_stops_report_in_one_line_naming_it(
     tmp_path, capsys, file, text, message
 ):
-    from lowrank_jax.sweep import finished
+    from lowrank_jax.sweeps.launch import finished
 
     workdir = tmp_path / "sweep"
     _fake_run(workdir, "ffn.dense.rank=4", seed=0, rank=4, accuracy=0.8, step_time=0.1)
@@ -226,7 +226,7 @@ def test_a_damaged_run_file_stops_report_in_one_line_naming_it(
 def test_difference_is_welchs_interval():
     import scipy.stats
 
-    from lowrank_jax.stats import difference
+    from lowrank_jax.sweeps.stats import difference
 
     low, high = [0.61, 0.64, 0.60, 0.66], [0.70, 0.71, 0.69]
     welch = scipy.stats.ttest_ind(low, high, equal_var=False).confidence_interval()
@@ -241,7 +241,7 @@ def test_a_field_added_later_at_its_default_keeps_a_run_finished(tmp_path):
     """A run recorded before an upgrade added a field (here the factorized kind's
     ``init``) is the same config when the new field holds its default."""
     from lowrank_jax.config import load_config
-    from lowrank_jax.sweep import finished
+    from lowrank_jax.sweeps.launch import finished
     from lowrank_jax.train import rundir
 
     tiny = Path(__file__).parents[1] / "configs" / "tiny.py"

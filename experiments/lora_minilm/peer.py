@@ -42,9 +42,9 @@ import numpy as np
 from lowrank_jax.config import load_module
 from lowrank_jax.data import buckets, pipeline
 from lowrank_jax.models import pretrained
-from lowrank_jax.report import point_of, read_runs
-from lowrank_jax.stats import interval
-from lowrank_jax.sweep import apply_point, point_name
+from lowrank_jax.sweeps.launch import apply_point, point_name
+from lowrank_jax.sweeps.report import point_of, read_runs
+from lowrank_jax.sweeps.stats import interval
 
 HERE = Path(__file__).parent
 FINE = 8  # --epoch also times ours in buckets of every FINE word pieces

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lowrank_jax.stats import equivalence, equivalence_text, interval
+from lowrank_jax.sweeps.stats import equivalence, equivalence_text, interval
 from lowrank_jax.tables import load_note, markdown_table, prose, stderr
 
 FULL = "full fine-tuning"

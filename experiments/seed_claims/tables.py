@@ -12,7 +12,7 @@ import json
 import re
 from pathlib import Path
 
-from lowrank_jax.stats import difference, interval
+from lowrank_jax.sweeps.stats import difference, interval
 from lowrank_jax.tables import TablesError, load_note, markdown_table, prose, read_csv
 
 # The two readings of "a low rank regularises" and the metric each is decided on:

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from lowrank_jax.data.text import TEST_SIZES
-from lowrank_jax.stats import goal_verdict, interval
+from lowrank_jax.sweeps.stats import goal_verdict, interval
 from lowrank_jax.tables import count_of, markdown_table, prose, signed, stderr
 
 METHODS = ("plain", "whitened", "recovered")

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from lowrank_jax.config import load_module
-from lowrank_jax.report import read_runs, write_report
-from lowrank_jax.sweep import apply_point, point_name
+from lowrank_jax.sweeps.launch import apply_point, point_name
+from lowrank_jax.sweeps.report import read_runs, write_report
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 

@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 
 from lowrank_jax.config import load_module
-from lowrank_jax.report import label
-from lowrank_jax.sweep import apply_point
+from lowrank_jax.sweeps.launch import apply_point
+from lowrank_jax.sweeps.report import label
 from lowrank_jax.train.trainer import validate
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "listops.py"

@@ -7,7 +7,7 @@ import pytest
 
 from lowrank_jax import build
 from lowrank_jax.config import load_module
-from lowrank_jax.report import label
+from lowrank_jax.sweeps.report import label
 from lowrank_jax.train.metrics import read_json, read_jsonl
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"

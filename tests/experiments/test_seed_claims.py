@@ -43,7 +43,7 @@ def test_quick_form_times_every_rank_against_dense(tmp_path):
 def _runs_csv(folder: Path, rows: list[dict]) -> None:
     import csv
 
-    from lowrank_jax.report import COLUMNS
+    from lowrank_jax.sweeps.report import COLUMNS
 
     path = folder / "results" / "regularisation" / "runs.csv"
     path.parent.mkdir(parents=True)

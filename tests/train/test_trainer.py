@@ -381,7 +381,7 @@ def test_lora_only_bf16_performer_run(tmp_path):
 def test_train_accuracy_is_the_selected_models_on_the_first_training_batches(tmp_path):
 
     from lowrank_jax import data
-    from lowrank_jax.report import read_runs
+    from lowrank_jax.sweeps.report import read_runs
 
     run = tmp_path / "point"
     _run(run, "--config.train.train_eval_batches=3")
