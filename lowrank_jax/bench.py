@@ -28,6 +28,7 @@ from flax import nnx
 from lowrank_jax import build, surgery
 from lowrank_jax.models import default_config
 from lowrank_jax.train import sharding
+from lowrank_jax.train.state import single_device_mesh, train_state
 
 
 def lra_text_config(length: int, *, tiny: bool = False) -> ml_collections.ConfigDict:
@@ -214,7 +215,7 @@ class EncoderStep:
     """The trainer's own jitted training step for ``model_config`` on one device.
 
     ``EncoderStep(model_config, train_config, batch_size, length)`` builds it by
-    ``build.train_state``, as the trainer does; ``seconds(repeats)`` runs real
+    ``train_state``, as the trainer does; ``seconds(repeats)`` runs real
     optimizer steps (state threaded through, as in training), ``bytes`` is the
     step program's compiled footprint, ``flops`` XLA's count of its FLOPs and
     ``optimizer_bytes`` its optimizer state; ``train_config.trainable`` picks what
@@ -232,7 +233,7 @@ class EncoderStep:
         config = ml_collections.ConfigDict(
             {"seed": seed, "model": model_config, "train": train_config}
         )
-        run = build.train_state(config, build.single_device_mesh())
+        run = train_state(config, single_device_mesh())
         self.optimizer_bytes = run.params["optimizer_state_bytes"]
         self.state, self.step = run.state, run.train_step
         batch = _batch(model_config, batch_size, length, seed)

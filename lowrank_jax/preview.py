@@ -18,6 +18,7 @@ from flax import nnx
 from lowrank_jax import build, surgery
 from lowrank_jax.layers import FactorizedDense, LoRA, WithAdapter
 from lowrank_jax.paths import dotted, modules
+from lowrank_jax.train.state import validate
 
 
 def _abstract(model_config: ml_collections.ConfigDict, with_surgery: bool) -> nnx.Module:
@@ -32,7 +33,7 @@ def _abstract(model_config: ml_collections.ConfigDict, with_surgery: bool) -> nn
 def rows(config: ml_collections.ConfigDict) -> tuple[list[list[str]], dict[str, int]]:
     """One row per selected layer (path, what, rank, alpha, parameters added; a
     factorized layer: against its dense kernel) and the totals."""
-    model_config = build.validate(config)
+    model_config = validate(config)
     before = _abstract(model_config, with_surgery=False)
     after = _abstract(model_config, with_surgery=True)
     table = []

@@ -16,6 +16,7 @@ from lowrank_jax import SHIMS, build, cli
 from lowrank_jax.attention import ATTENTION, make_attention
 from lowrank_jax.config import ConfigError, load_config
 from lowrank_jax.models import build_encoder, capture_intermediates, default_config
+from lowrank_jax.train.state import single_device_mesh, train_state, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "lowrank_jax"
@@ -62,6 +63,30 @@ def _imports(path: Path, modules: set[str]) -> set[str]:
     return found
 
 
+def _check_acyclic(graph: dict[str, set[str]], what: str) -> None:
+    visiting, done = [], set()
+
+    def visit(node):
+        if node in visiting:
+            cycle = [*visiting[visiting.index(node) :], node]
+            raise AssertionError(f"import cycle ({what}): " + " -> ".join(cycle))
+        if node in done:
+            return
+        visiting.append(node)
+        for child in sorted(graph.get(node, ())):
+            visit(child)
+        visiting.pop()
+        done.add(node)
+
+    for name in sorted(graph):
+        visit(name)
+
+
+def _part(module: str) -> str:
+    """The part of the package a module belongs to: ``lowrank_jax.train.step`` -> ``train``."""
+    return module.split(".")[1] if module.count(".") else module
+
+
 def test_no_import_cycle_inside_the_package():
     files = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
     modules = set(files)
@@ -70,25 +95,17 @@ def test_no_import_cycle_inside_the_package():
         ancestors = {".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 1)}
         graph[name] = _imports(path, modules) - ancestors - {name}
     # A package __init__ re-exporting its modules is not a cycle; anything else is.
-    visiting, done = [], set()
-
-    def visit(node):
-        if node in visiting:
-            cycle = [*visiting[visiting.index(node) :], node]
-            raise AssertionError("import cycle: " + " -> ".join(cycle))
-        if node in done:
-            return
-        visiting.append(node)
-        for child in sorted(graph[node]):
-            visit(child)
-        visiting.pop()
-        done.add(node)
-
-    for name in sorted(graph):
-        visit(name)
-    assert "lowrank_jax.build" in graph["lowrank_jax.train.trainer"]
-    for name in ("lowrank_jax.surgery", "lowrank_jax.build"):  # models/ stays below both
-        assert not any(name in graph[m] for m in modules if m.startswith("lowrank_jax.models"))
+    _check_acyclic(graph, "modules")
+    # Nor between the parts: a subpackage or top-level module and everything inside it.
+    parts: dict[str, set[str]] = {}
+    for name, imported in graph.items():
+        parts.setdefault(_part(name), set()).update(_part(m) for m in imported)
+    parts = {part: imported - {part, "lowrank_jax"} for part, imported in parts.items()}
+    _check_acyclic(parts, "parts")
+    assert "lowrank_jax.build" in graph["lowrank_jax.train.state"]
+    assert "train" not in parts["build"]  # build is models only; train builds through it
+    for name in ("surgery", "build", "train"):  # models/ stays below all three
+        assert name not in parts["models"]
 
 
 def test_cycle_detector_fails_on_a_cycle(tmp_path, monkeypatch):
@@ -99,7 +116,28 @@ def test_cycle_detector_fails_on_a_cycle(tmp_path, monkeypatch):
     (package / "b.py").write_text("from lowrank_jax.a import f\n")
     monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
     monkeypatch.setattr(sys.modules[__name__], "PACKAGE", package)
-    with pytest.raises(AssertionError, match=r"import cycle: lowrank_jax\.a -> lowrank_jax\.b"):
+    with pytest.raises(
+        AssertionError, match=r"cycle \(modules\): lowrank_jax\.a -> lowrank_jax\.b"
+    ):
+        test_no_import_cycle_inside_the_package()
+
+
+def test_cycle_detector_fails_on_a_cycle_between_packages(tmp_path, monkeypatch):
+    """p.one imports q.two and q.three imports p.four: no module cycle, a package one."""
+    package = tmp_path / "lowrank_jax"
+    for sub, text in {
+        "p": {"one": "q.two", "four": ""},
+        "q": {"three": "p.four", "two": ""},
+    }.items():
+        (package / sub).mkdir(parents=True)
+        (package / sub / "__init__.py").write_text("")
+        for module, imported in text.items():
+            line = f"from lowrank_jax.{imported.replace('.', ' import ')}\n" if imported else ""
+            (package / sub / f"{module}.py").write_text(line)
+    (package / "__init__.py").write_text("")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    monkeypatch.setattr(sys.modules[__name__], "PACKAGE", package)
+    with pytest.raises(AssertionError, match=r"import cycle \(parts\): p -> q -> p"):
         test_no_import_cycle_inside_the_package()
 
 
@@ -121,7 +159,7 @@ def _tiny(**train):
 
 def test_train_state_is_what_the_trainer_and_bench_use(tmp_path):
     config = _tiny()
-    run = build.train_state(config, build.single_device_mesh())
+    run = train_state(config, single_device_mesh())
     assert run.params["trainable"] == run.params["total"] > 0
     batch = {
         "tokens": np.ones((32, 64), np.int32),
@@ -151,7 +189,7 @@ def test_frobenius_decay_is_in_the_gradient_not_in_the_logged_loss():
         config = _tiny(weight_decay=0.0, warmup_steps=0, schedule="constant")
         config.model.dropout = 0.0
         config.model.ffn.dense.update(kind="factorized", rank=8, frobenius_decay=decay)
-        run = build.train_state(config, build.single_device_mesh())
+        run = train_state(config, single_device_mesh())
         placed = sharding.place_batch(batch, run.mesh, 32)
         state, metrics = run.train_step(run.state, placed)
         out[decay] = metrics, np.asarray(run.merge(state).layers[0].ffn.up.a[...])
@@ -218,7 +256,7 @@ def test_a_precomputed_teacher_target_gives_the_same_step_without_the_teachers_f
     target = np.asarray(teacher.pool(batch["tokens"], batch["mask"]))
     out, flops = {}, {}
     for given in (False, True):
-        run = build.train_state(config, build.single_device_mesh())
+        run = train_state(config, single_device_mesh())
         placed = sharding.place_batch({**batch, "target": target} if given else batch, run.mesh, 32)
         cost = run.train_step.lower(run.state, placed).compile().cost_analysis()
         flops[given] = (cost[0] if isinstance(cost, list) else cost)["flops"]
@@ -251,7 +289,7 @@ def test_bad_loss_fields_name_the_field(field, value, message):
     group, _, leaf = field.rpartition(".")
     (config.train[group] if group else config.train)[leaf] = value
     with pytest.raises(ConfigError, match=message):
-        build.validate(config)
+        validate(config)
 
 
 def test_a_config_is_checked_once(monkeypatch):
@@ -262,8 +300,8 @@ def test_a_config_is_checked_once(monkeypatch):
     monkeypatch.setattr(model_config, "_validate", lambda cfg: calls.append(1) or check(cfg))
     config = _tiny()
     config.model.dim = 24  # a config no other test resolved before
-    build.validate(config)
-    build.train_state(config, build.single_device_mesh())
+    validate(config)
+    train_state(config, single_device_mesh())
     assert len(calls) == 1
 
 
@@ -380,8 +418,15 @@ def test_lora_rules_from_the_config():
 
 
 @pytest.mark.parametrize(("old", "new"), SHIMS)
-def test_a_moved_module_warns_naming_its_new_path_and_is_the_new_module(old, new):
-    sys.modules.pop(old, None)
-    with pytest.warns(DeprecationWarning, match=rf"{old} is deprecated: import {new}$"):
-        module = importlib.import_module(old)
-    assert module is importlib.import_module(new)
+def test_a_moved_module_or_name_warns_naming_its_new_path_and_is_the_new_one(old, new):
+    module, _, name = new.partition(":")
+    shown = new.replace(":", ".")
+    with pytest.warns(DeprecationWarning, match=rf"^{old} is deprecated: import {shown}$"):
+        if name:  # a name: build.train_state -> train.state.train_state
+            parent, _, attr = old.rpartition(".")
+            found = getattr(importlib.import_module(parent), attr)
+        else:
+            sys.modules.pop(old, None)
+            found = importlib.import_module(old)
+    expected = importlib.import_module(module)
+    assert found is (getattr(expected, name) if name else expected)

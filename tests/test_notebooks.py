@@ -63,9 +63,10 @@ def test_quickstart_builds_lora_and_trains(monkeypatch):
     # trained parameters differ from the ones the run started from
     extra = """
 from lowrank_jax import build
+from lowrank_jax.train.state import params_sha256
 start = build.model(train_config.model, rngs=build.run_rngs(train_config.seed))
 print("curve:", json.dumps([[r["step"], r["loss"], r["learning_rate"]] for r in logged]))
-print("trained:", summary["params_sha256"] != build.params_sha256(start))
+print("trained:", summary["params_sha256"] != params_sha256(start))
 """
     notebook = _execute("quickstart.ipynb", monkeypatch, extra, **ENV)
     lines = _lines(notebook)

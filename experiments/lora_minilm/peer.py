@@ -45,6 +45,7 @@ from lowrank_jax.models import pretrained
 from lowrank_jax.sweeps.launch import apply_point, point_name
 from lowrank_jax.sweeps.report import point_of, read_runs
 from lowrank_jax.sweeps.stats import interval
+from lowrank_jax.train.state import single_device_mesh, train_state
 
 HERE = Path(__file__).parent
 FINE = 8  # --epoch also times ours in buckets of every FINE word pieces
@@ -230,7 +231,7 @@ def time_steps(
     """Each side's training step on the same ``count`` training batches (the record keeps
     the machine's load averages before and after, ``load``).
 
-    Ours: the trainer's jitted step (``build.train_state``) at our fixed N, and
+    Ours: the trainer's jitted step (``train_state``) at our fixed N, and
     with length buckets (each batch cut to the smallest of ``data.buckets`` that
     holds it, as the data pipeline does); the peer's: its step with dynamic padding (what
     it trains with) and padded to our N (what padding costs it). ``rounds``
@@ -260,7 +261,6 @@ def time_steps(
 def _time_method(config, count: int, rounds: int, only=None) -> dict:
     import jax
 
-    from lowrank_jax import build
     from lowrank_jax.train import sharding
 
     data, size = arrays(config.data, "train"), config.train.batch_size
@@ -269,7 +269,7 @@ def _time_method(config, count: int, rounds: int, only=None) -> dict:
         {key: value[order[i * size : (i + 1) * size]] for key, value in data.items()}
         for i in range(count + 1)
     ]
-    run = build.train_state(config, build.single_device_mesh())
+    run = train_state(config, single_device_mesh())
     state = {"now": run.state}
     placed = [sharding.place_batch(b, run.mesh, size) for b in batches]
     lengths = tuple(config.data.buckets)

@@ -30,10 +30,10 @@ import ml_collections
 from flax import nnx
 
 from lowrank_jax import bench
-from lowrank_jax.build import model_and_optimizer
 from lowrank_jax.config import load_module
 from lowrank_jax.data.text import TEST_SIZES
 from lowrank_jax.train import step
+from lowrank_jax.train.state import model_and_optimizer
 
 HERE = Path(__file__).parent
 TABLES = load_module(HERE / "tables.py")

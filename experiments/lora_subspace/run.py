@@ -26,7 +26,7 @@ import numpy as np
 from flax import nnx
 from matplotlib.figure import Figure
 
-from lowrank_jax.build import load_model, model_and_optimizer
+from lowrank_jax.train.state import load_model, model_and_optimizer
 
 HERE = Path(__file__).parent
 PROJECTIONS = ("query", "value")

@@ -49,6 +49,7 @@ from lowrank_jax.data import text
 from lowrank_jax.models import pretrained
 from lowrank_jax.train import sharding
 from lowrank_jax.train.checkpoint import Checkpointer
+from lowrank_jax.train.state import single_device_mesh, train_state
 
 HERE = Path(__file__).parent
 RUN = load_module(HERE / "run.py")
@@ -96,7 +97,7 @@ def recover(
     checkpoint), so a stopped run goes on from its last finished epoch, bit for bit.
     """
     assert config.train.distillation.metric == "cosine"  # the targets are normalised
-    run = build.train_state(config, build.single_device_mesh(), student=student)
+    run = train_state(config, single_device_mesh(), student=student)
     state, rng = run.state, np.random.default_rng(seed)
     settings = {k: v for k, v in vars(args).items() if k not in ("out", "workdir")}
     sentences, targets = train

@@ -7,7 +7,7 @@ calibrated on movie-review sentences, then recovers the whitened model by a
 short distillation: only the factors train, to bring each sentence's embedding
 back to the original model's (loss 1 − cosine) on reviews that are neither
 held out nor used for calibration, through the trainer's own step
-(``build.train_state`` with ``train.loss = distillation``, teacher ``self``).
+(``train_state`` with ``train.loss = distillation``, teacher ``self``).
 For every model it measures
 
 - embedding fidelity: the cosine between each held-out sentence's embedding
@@ -39,6 +39,7 @@ from lowrank_jax.data import text
 from lowrank_jax.layers import macs_per_token
 from lowrank_jax.models import pretrained
 from lowrank_jax.train import sharding
+from lowrank_jax.train.state import single_device_mesh, train_state
 
 HERE = Path(__file__).parent
 MODEL = "all-MiniLM-L6-v2"
@@ -81,13 +82,13 @@ def minilm_config(*, lr: float, trainable: str, batch_size: int) -> ml_collectio
 
 
 def distill(student, config, tokenizer, sentences, *, epochs: int):
-    """Train ``student`` by the trainer's own step (``build.train_state``); mean loss per epoch.
+    """Train ``student`` by the trainer's own step (``train_state``); mean loss per epoch.
 
     Sentences are reshuffled every epoch and padded per batch (lengths by 16);
     returns the trained model and the mean loss (1 − cosine to the teacher's
     embedding) of each epoch.
     """
-    run = build.train_state(config, build.single_device_mesh(), student=student)
+    run = train_state(config, single_device_mesh(), student=student)
     state, batch_size = run.state, config.train.batch_size
     rng = np.random.default_rng(1)
     history = []

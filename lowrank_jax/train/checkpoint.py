@@ -39,7 +39,7 @@ _ECHO_SOURCES = ("orbax", "tensorstore", "asyncio")
 
 
 class CheckpointError(RuntimeError):
-    """A run's checkpoints do not hold what its summary describes (``build.load_model``)."""
+    """A run's checkpoints do not hold what its summary describes (``train.state.load_model``)."""
 
 
 def say(message: str) -> None:

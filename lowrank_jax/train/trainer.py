@@ -1,6 +1,6 @@
 """The one trainer: ``train_and_evaluate(config, workdir)``.
 
-config -> validation (every field, before any compute) -> ``build.train_state``
+config -> validation (every field, before any compute) -> ``train_state``
 (model and optimizer state placed by logical-axis rules, the jitted steps) ->
 resume from the newest good checkpoint -> jitted steps over this process's rows
 of each global batch -> metrics.jsonl / TensorBoard / progress bar, validation
@@ -26,8 +26,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from lowrank_jax import build, data
-from lowrank_jax.build import load_model, validate
+from lowrank_jax import data
 from lowrank_jax.config import ConfigError
 from lowrank_jax.train import evaluate, losses, rundir, sharding
 from lowrank_jax.train import step as step_lib
@@ -42,6 +41,7 @@ from lowrank_jax.train.metrics import (
     write_json,
 )
 from lowrank_jax.train.rundir import DiskFullError
+from lowrank_jax.train.state import load_model, params_sha256, train_state, validate
 
 __all__ = ["DiskFullError", "NonFiniteLossError", "load_model", "train_and_evaluate", "validate"]
 
@@ -125,7 +125,7 @@ def _train(config, workdir: Path, config_dict: dict, callbacks, sizes: dict) -> 
         workdir.mkdir(parents=True, exist_ok=True)
     write_json(workdir / "config.json", config_dict)
 
-    run = build.train_state(config, mesh)
+    run = train_state(config, mesh)
     state, train_step, eval_step = run.state, run.train_step, run.eval_step
     sizes["state_bytes"] = sum(x.nbytes for x in jax.tree.leaves(state))
     flops_per_token = 6 * run.macs_per_token  # forward + backward
@@ -265,8 +265,8 @@ def _train(config, workdir: Path, config_dict: dict, callbacks, sizes: dict) -> 
     summary["input_wait_fraction"] = waited / loop_seconds if loop_seconds else None
     # the share of the training batches' token slots that were padding (this process's rows)
     summary["padding_fraction"] = 1 - real_tokens / token_slots if token_slots else None
-    summary["params_sha256"] = build.params_sha256(run.merge(state))
-    summary["best_params_sha256"] = build.params_sha256(run.merge(best_state))
+    summary["params_sha256"] = params_sha256(run.merge(state))
+    summary["best_params_sha256"] = params_sha256(run.merge(best_state))
     write_json(workdir / "summary.json", summary)
     return summary
 

@@ -9,6 +9,7 @@ from lowrank_jax import build
 from lowrank_jax.config import load_module
 from lowrank_jax.sweeps.report import label
 from lowrank_jax.train.metrics import read_json, read_jsonl
+from lowrank_jax.train.state import params_sha256
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -70,4 +71,4 @@ def test_fashion_mnist_quick_form(tmp_path, tiny_fashion_mnist, quick_sweep):
         assert all(math.isfinite(r["loss"]) and r["grad_norm"] > 0 for r in logged)
         run_config = ml_collections.ConfigDict(read_json(run / "config.json"))
         start = build.model(run_config.model, rngs=build.run_rngs(run_config.seed))
-        assert read_json(run / "summary.json")["params_sha256"] != build.params_sha256(start)
+        assert read_json(run / "summary.json")["params_sha256"] != params_sha256(start)

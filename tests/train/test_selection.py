@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from lowrank_jax import build, data
+from lowrank_jax import data
 from lowrank_jax.config import load_config
+from lowrank_jax.train.state import load_model
 from lowrank_jax.train.trainer import train_and_evaluate
 
 TINY = "configs/tiny.py:runlocal"
@@ -58,7 +59,7 @@ def test_test_accuracy_is_the_best_validation_checkpoints(peaked):
     assert summary["best_step"] < config.train.steps  # the peak came before the end
     assert summary["best_val_accuracy"] > summary["final_val_accuracy"] + 0.1
     assert summary["best_params_sha256"] != summary["params_sha256"]
-    best, final = build.load_model(workdir), build.load_model(workdir, which="final")
+    best, final = load_model(workdir), load_model(workdir, which="final")
     # k/64 is exact in float32 and float64: abs 1e-6 (< 1/64) demands the same predictions
     assert summary["test_accuracy"] == pytest.approx(_accuracy(best, config), abs=1e-6)
     assert summary["final_test_accuracy"] == pytest.approx(_accuracy(final, config), abs=1e-6)

@@ -8,6 +8,7 @@ from lowrank_jax.layers.factorized import frobenius_paths, frobenius_penalty
 from lowrank_jax.models import build_encoder, default_config
 from lowrank_jax.surgery import trainable_filter
 from lowrank_jax.train import step
+from lowrank_jax.train.state import single_device_mesh, train_state
 
 
 def _train(**changes):
@@ -123,7 +124,7 @@ def test_a_lora_step_forms_no_frozen_weight_gradient(trainable):
     LoRA's are [24, 3], [3, 24], the head's [24, 4]; the activations' [27, ...],
     3 × 9 tokens with the class token, so no forward or dX product matches); full
     fine-tuning, the control, forms one per weight shape."""
-    from lowrank_jax import bench, build
+    from lowrank_jax import bench
     from lowrank_jax.config import load_config
     from lowrank_jax.train import sharding
 
@@ -131,7 +132,7 @@ def test_a_lora_step_forms_no_frozen_weight_gradient(trainable):
     config.model.update(dim=24, heads=2, max_len=8, num_layers=1)
     config.model.ffn.dim = 40
     config.train.trainable = trainable
-    run = build.train_state(config, build.single_device_mesh())
+    run = train_state(config, single_device_mesh())
     batch = {
         "tokens": np.ones((3, 8), np.int32),
         "mask": np.ones((3, 8), bool),

@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 
 from lowrank_jax import cli
-from lowrank_jax.build import load_model, params_sha256
 from lowrank_jax.config import ConfigError
 from lowrank_jax.train.checkpoint import Checkpointer, CheckpointError
+from lowrank_jax.train.state import load_model, params_sha256, single_device_mesh, train_state
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = f"{ROOT}/configs/tiny.py:runlocal"
@@ -255,10 +255,9 @@ def _fresh_state(config):
 
 def _fresh(config):
     """A 1-device (model, optimizer) graphdef and state of ``config``, as the trainer builds it."""
-    from lowrank_jax import build
 
     config.mesh.data = 1
-    placed = build.train_state(config, build.single_device_mesh(), steps=False)
+    placed = train_state(config, single_device_mesh(), steps=False)
     return placed.graphdef, placed.state
 
 
