@@ -294,3 +294,18 @@ def test_slurm_without_its_commands_is_one_line(tmp_path, capsys, monkeypatch):
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("error: --launcher: slurm needs sbatch on the PATH"), line
     assert not workdir.exists()
+
+
+def test_the_array_task_module_runs_as_a_script_without_a_runpy_warning():
+    """SLURM array tasks run ``python -m lowrank_jax.sweeps.slurm``: the package must not
+    have imported that module already (runpy's RuntimeWarning on every task's stderr)."""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-W", "error::RuntimeWarning", "-m", "lowrank_jax.sweeps.slurm"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == "usage: python -m lowrank_jax.sweeps.slurm task MANIFEST INDEX"

@@ -12,20 +12,28 @@ May import ``config`` and ``train`` (run files, locks); nothing imports ``sweeps
 but the CLI and the experiments.
 """
 
-from lowrank_jax.sweeps.launch import load_sweep, product, run_sweep, with_seeds, zip_points
-from lowrank_jax.sweeps.points import point_name
-from lowrank_jax.sweeps.report import aggregate, label, pareto_front, read_runs, write_report
+import importlib
 
-__all__ = [
-    "aggregate",
-    "label",
-    "load_sweep",
-    "pareto_front",
-    "point_name",
-    "product",
-    "read_runs",
-    "run_sweep",
-    "with_seeds",
-    "write_report",
-    "zip_points",
-]
+# The sweep API, each name from its module. Imported on first use: ``python -m
+# lowrank_jax.sweeps.slurm`` (a SLURM array task) then runs a module that nothing has
+# imported yet, and reading a sweep's intervals does not import the plotting library.
+_EXPORTS = {
+    "load_sweep": "launch",
+    "product": "launch",
+    "run_sweep": "launch",
+    "with_seeds": "launch",
+    "zip_points": "launch",
+    "point_name": "points",
+    "aggregate": "report",
+    "label": "report",
+    "pareto_front": "report",
+    "read_runs": "report",
+    "write_report": "report",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
