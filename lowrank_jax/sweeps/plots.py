@@ -55,10 +55,22 @@ def _marked(row: dict) -> str:
     return label(row) + (f" ({IMPROVING})" if row.get("still_improving") else "")
 
 
-def _ring(ax, x: float, y: float, first: bool) -> None:
-    """The mark of a point whose runs may still be improving."""
+def _ring(ax, x: float, y: float) -> None:
+    """The mark of a point whose runs may still be improving (in the legend once)."""
+    first = IMPROVING not in ax.get_legend_handles_labels()[1]
     ax.plot([x], [y], "o", markersize=12, markerfacecolor="none", markeredgecolor="red",
             label=IMPROVING if first else None)  # fmt: skip
+
+
+def _axes():
+    fig = Figure(figsize=(6, 4))
+    return fig, fig.subplots()
+
+
+def _save(fig, ax, path: Path, fontsize: int = 8) -> None:
+    ax.legend(fontsize=fontsize)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
 
 
 RANK_SERIES = {  # which layers are low rank -> (x value, marker style)
@@ -72,9 +84,7 @@ RANK_SERIES = {  # which layers are low rank -> (x value, marker style)
 def _rank_plot(rows, key: str, ylabel: str, path: Path) -> None:
     """Means with 95% interval bars, one line per attention kind and low-rank group
     (FFN, Q/K/V, both); the dense model dashed, its interval shaded."""
-    fig = Figure(figsize=(6, 4))
-    ax = fig.subplots()
-    rings = 0
+    fig, ax = _axes()
     for i, kind in enumerate(sorted({r["attention"] for r in rows})):
         color = f"C{i}"
         measured = [r for r in rows if r["attention"] == kind and r[key] is not None]
@@ -88,8 +98,7 @@ def _rank_plot(rows, key: str, ylabel: str, path: Path) -> None:
                 ax.plot([], [], style, color=color, label=f"{kind}, {group}")
             for r in measured:
                 if rank_of(r) and r.get("still_improving"):
-                    _ring(ax, rank_of(r), r[key], first=not rings)
-                    rings += 1
+                    _ring(ax, rank_of(r), r[key])
         for r in measured:
             if not low_rank(r):
                 ax.axhline(r[key], color=color, linestyle="--", label=f"{kind}, dense")
@@ -99,15 +108,12 @@ def _rank_plot(rows, key: str, ylabel: str, path: Path) -> None:
     ax.set_xscale("log", base=2)
     ax.set_xlabel("rank R")
     ax.set_ylabel(f"{ylabel} (mean, 95% CI)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save(fig, ax, path)
 
 
 def _params_plot(rows, path: Path) -> None:
     """Test accuracy against trainable parameters (log axis), the Pareto front of the means."""
-    fig = Figure(figsize=(6, 4))
-    ax = fig.subplots()
+    fig, ax = _axes()
     named = [r for r in rows if r["test_accuracy"] is not None]
     points_xy = [(r["params_trainable"], r["test_accuracy"]) for r in named]
     bars = [r.get("test_accuracy_ci95") or 0.0 for r in named]
@@ -117,24 +123,19 @@ def _params_plot(rows, path: Path) -> None:
     front = [points_xy[i] for i in pareto_front(points_xy)]
     if front:
         ax.plot(*zip(*front, strict=True), "s-", color="C3", label="Pareto front (means)")
-    rings = 0
     for (params, accuracy), row in zip(points_xy, named, strict=True):
         ax.annotate(label(row), (params, accuracy), fontsize=7)
         if row.get("still_improving"):
-            _ring(ax, params, accuracy, first=not rings)
-            rings += 1
+            _ring(ax, params, accuracy)
     ax.set_xscale("log")
     ax.set_xlabel("trainable parameters")
     ax.set_ylabel("test accuracy")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save(fig, ax, path)
 
 
 def _curves_plot(rows, path: Path) -> None:
     """Each point's mean validation curve; a point still improving is dashed."""
-    fig = Figure(figsize=(6, 4))
-    ax = fig.subplots()
+    fig, ax = _axes()
     for row in rows:
         if row["curve"]:
             style = "o--" if row.get("still_improving") else "o-"
@@ -142,9 +143,7 @@ def _curves_plot(rows, path: Path) -> None:
                     label=f"{_marked(row)} (n={row['n']})")  # fmt: skip
     ax.set_xlabel("step")
     ax.set_ylabel("validation accuracy (mean over seeds)")
-    ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save(fig, ax, path, fontsize=6)
 
 
 def write_plots(points: list[dict], workdir: Path) -> list[Path]:
